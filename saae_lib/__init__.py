@@ -1,0 +1,21 @@
+"""saae_lib: autoencoders, adversarial autoencoders and their supervised and semi-supervised variants on MNIST."""
+
+__version__ = "0.1.0"
+
+from .data import MNIST, batches, labeled_subset, load_mnist
+from .models import AdversarialAutoencoder, Autoencoder, SemiSupervisedAAE
+from .priors import CategoricalPrior, GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior
+from .settings import FAST, pick_device, seed_everything, smoke_note
+from .training import DEFAULTS, TrainConfig, Trainer, train
+
+__all__ = [
+    "MNIST", "batches", "labeled_subset", "load_mnist",
+    "AdversarialAutoencoder", "Autoencoder", "SemiSupervisedAAE",
+    "CategoricalPrior", "GaussianPrior", "MixtureOfGaussiansPrior", "SwissRollPrior", "make_prior",
+    "FAST", "pick_device", "seed_everything", "smoke_note",
+    "DEFAULTS", "TrainConfig", "Trainer", "train",
+]
+
+from .checkpoints import load_checkpoint, save_checkpoint, train_or_load  # noqa: E402
+
+__all__ += ["load_checkpoint", "save_checkpoint", "train_or_load"]

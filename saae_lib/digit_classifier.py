@@ -1,0 +1,87 @@
+"""An independent judge: a small CNN that reads digits, used to score the digits our decoders generate.
+
+It is trained once on the 60k training images (never on the test set) and cached, so every chapter and benchmark
+scores generated digits with the same judge. Its accuracy on the real test set is the ceiling for those scores.
+"""
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import settings
+from .data import N_CLASSES, batches, check_images, ensure_mnist_files, read_split
+
+JUDGE_VERSION = 1  # bump when the architecture or training recipe changes, so stale caches are not reused
+
+
+class DigitClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 14x14
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(64 * 7 * 7, 256), nn.ReLU(),
+                                  nn.Linear(256, N_CLASSES))
+
+    def forward(self, images):
+        return self.head(self.features(check_images(images).reshape(-1, 1, 28, 28)))
+
+    @torch.no_grad()
+    def predict(self, images, batch_size=2000):
+        self.eval()
+        device = next(self.parameters()).device
+        images = check_images(images)
+        return torch.cat([self(chunk.to(device)).argmax(1) for chunk in images.split(batch_size)])
+
+
+def judge_path() -> Path:
+    suffix = "-smoke" if settings.FAST else ""
+    return settings.cache_dir() / f"digit_classifier-v{JUDGE_VERSION}{suffix}.pt"
+
+
+def train_digit_classifier(epochs=3, seed=0, device=None, progress=True) -> tuple[DigitClassifier, float]:
+    """Train the judge on all 60k training images; return it with its accuracy on the 10k test images."""
+    from tqdm.auto import tqdm
+
+    device = settings.pick_device(device)
+    raw = ensure_mnist_files()
+    train_x, train_y = read_split(raw, train=True)
+    test_x, test_y = read_split(raw, train=False)
+    if settings.FAST:
+        train_x, train_y, test_x, test_y = train_x[:3000], train_y[:3000], test_x[:1000], test_y[:1000]
+        epochs = 1
+    train_x, train_y = (train_x.float() / 255).reshape(-1, 784).to(device), train_y.to(device)
+    generator = torch.Generator(device).manual_seed(seed)
+    torch.manual_seed(seed)
+    model = DigitClassifier().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * -(-len(train_x) // 128))
+    for _ in tqdm(range(epochs), desc="judge classifier epochs", disable=not progress):
+        model.train()
+        for x, y in batches(train_x, train_y, batch_size=128, generator=generator):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    accuracy = float((model.predict(test_x.float().reshape(-1, 784) / 255).cpu() == test_y).float().mean())
+    return model, accuracy
+
+
+def load_judge(device=None, progress=True) -> tuple[DigitClassifier, float]:
+    """The cached judge and its real-test accuracy, training it first (about a minute on a CPU) if needed."""
+    from .checkpoints import atomic_save
+
+    path = judge_path()
+    device = settings.pick_device(device)
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = DigitClassifier()
+        model.load_state_dict(state["model"])
+        return model.to(device).eval(), state["test_accuracy"]
+    model, accuracy = train_digit_classifier(device=device, progress=progress)
+    atomic_save({"model": model.state_dict(), "test_accuracy": accuracy}, path)
+    return model.eval(), accuracy

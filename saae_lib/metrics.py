@@ -1,0 +1,120 @@
+"""Numbers that compare models: reconstruction error, prior match, classification and clustering error,
+and the label accuracy of generated digits as judged by an independent classifier."""
+
+import torch
+
+from .data import N_CLASSES, check_images, check_labels
+
+
+@torch.no_grad()
+def encode(model, images, batch_size=2000):
+    """Codes of all images (for the semi-supervised model: the style codes z)."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    for chunk in check_images(images).split(batch_size):
+        code = model.encode(chunk)
+        parts.append(code[1] if isinstance(code, tuple) else code)
+    model.train(was_training)
+    return torch.cat(parts).float()
+
+
+@torch.no_grad()
+def reconstruct(model, images, labels=None, batch_size=2000):
+    """Reconstructions in [0, 1]; the supervised AAE decodes with the true labels."""
+    was_training = model.training
+    model.eval()
+    images = check_images(images)
+    parts = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        if getattr(model, "kind", "") == "saae":
+            if labels is None:
+                raise ValueError("the supervised AAE reconstructs from (label, z): pass the labels")
+            parts.append(model.decode(model.encode(chunk), labels[start : start + batch_size]))
+        else:
+            parts.append(model(chunk))
+    model.train(was_training)
+    return torch.cat(parts).float()
+
+
+def reconstruction_error(model, images, labels=None) -> float:
+    """Mean squared error per pixel between images and their reconstructions."""
+    images = check_images(images)
+    return float((reconstruct(model, images, labels) - images).pow(2).mean())
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.2, 0.5, 1.0, 2.0, 5.0)) -> float:
+    """Unbiased squared maximum mean discrepancy with a sum of Gaussian kernels (Gretton et al., 2012).
+
+    Zero in expectation when x and y come from the same distribution; larger the more they differ.
+    """
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd needs two (n, d) sample sets of equal d, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError("mmd needs at least two samples in each set")
+    x, y = x.double(), y.double()
+
+    def kernel(a, b):
+        distances = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-distances / (2 * h**2)) for h in bandwidths)
+
+    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+    n, m = len(x), len(y)
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return float(within_x + within_y - 2 * kxy.mean())
+
+
+def prior_match(model, images, n=2000, seed=0) -> float:
+    """MMD between the codes of `n` images and `n` samples of the model's prior (lower is a better match).
+
+    An autoencoder has no prior of its own; it is compared with the standard Gaussian, the AAE's default prior.
+    """
+    from .priors import GaussianPrior
+
+    codes = encode(model, images[:n])
+    prior = getattr(model, "prior", None) or GaussianPrior(codes.shape[1])
+    samples = prior.sample(len(codes), generator=torch.Generator().manual_seed(seed))
+    return mmd(codes.cpu(), samples)
+
+
+def classification_error(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of wrong predictions."""
+    if predicted.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predicted.shape)} and labels {tuple(labels.shape)} differ in shape")
+    if len(labels) == 0:
+        raise ValueError("classification_error of an empty set is undefined")
+    return float((predicted.cpu() != labels.cpu()).float().mean())
+
+
+def cluster_labels(clusters: torch.Tensor, labels: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """The majority label of each cluster (clusters nobody falls into get label -1)."""
+    clusters, labels = clusters.cpu().long(), check_labels(labels.cpu())
+    counts = torch.zeros(n_clusters, N_CLASSES, dtype=torch.long)
+    counts.index_put_((clusters, labels), torch.ones_like(labels), accumulate=True)
+    mapping = counts.argmax(dim=1)
+    mapping[counts.sum(dim=1) == 0] = -1
+    return mapping
+
+
+def clustering_error(clusters, labels, mapping: torch.Tensor) -> float:
+    """Error after labelling each cluster with its majority label (the mapping comes from training data)."""
+    return classification_error(mapping[clusters.cpu().long()], labels)
+
+
+@torch.no_grad()
+def generated_label_accuracy(model, judge, n_per_label=1000, seed=0, batch_size=2000) -> float:
+    """Share of digits generated for label k (random z from the prior) that the judge reads as k."""
+    if getattr(model, "kind", "") != "saae":
+        raise ValueError("generated_label_accuracy needs a supervised AAE (its decoder takes the label)")
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    labels = torch.arange(N_CLASSES).repeat_interleave(n_per_label)
+    z = model.prior.sample(len(labels), generator=generator)
+    model.eval()
+    correct = 0
+    for z_chunk, label_chunk in zip(z.split(batch_size), labels.split(batch_size)):
+        images = model.decode(z_chunk.to(device), label_chunk.to(device))
+        correct += int((judge.predict(images.float()).cpu() == label_chunk).sum())
+    return correct / len(labels)

@@ -1,0 +1,326 @@
+"""Tests of the Jupyter Book: it builds with no warnings, and its pages work in a browser.
+
+The book is built once per test session (``scripts/build_book.sh``, into a temporary folder), served
+on 127.0.0.1, and every page of ``_toc.yml`` is opened once in headless Chromium (Debian's
+``/usr/bin/chromium``, driven by Playwright). Requests that leave 127.0.0.1 are blocked and
+reported: the built book must work offline. Screenshots go to ``$BOOK_SHOTS_DIR`` (default
+``/tmp/book_shots``).
+
+Without chromium, jupyter-book or npm the tests that need them are skipped, unless ``CI`` is set:
+then they fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS_DIR = Path(os.environ.get("BOOK_SHOTS_DIR", Path(tempfile.gettempdir()) / "book_shots"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _config() -> dict:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+def _toc_files() -> list[str]:
+    """Every document of _toc.yml, in reading order, without extension (e.g. 'book/intro')."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+TOC_FILES = _toc_files()
+NOTEBOOKS = [f for f in TOC_FILES if (ROOT / f"{f}.ipynb").exists()]
+# Pages that must show typeset math.
+MATH_PAGES = set(NOTEBOOKS) | {"book/intro", "book/notation"}
+
+
+def _missing(reason: str):
+    """Skip a test for a missing tool, but fail in CI, where everything must be installed."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook source checks (no build needed)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", NOTEBOOKS)
+def test_colab_install_cell_uses_repository_url(doc):
+    """The Colab install cell installs the library from the repository named in _config.yml."""
+    url = _config()["repository"]["url"].rstrip("/")
+    nb = json.loads((ROOT / f"{doc}.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    install = [i for i, src in enumerate(code) if "google.colab" in src]
+    assert install, f"{doc}.ipynb has no code cell that checks for google.colab"
+    first = install[0]
+    assert f"git+{url}" in code[first], f"the Colab cell of {doc}.ipynb must pip install git+{url}"
+    uses_lib = [i for i, src in enumerate(code) if re.search(r"^\s*(from|import)\s+saae_lib", src, re.M)]
+    assert not uses_lib or first < uses_lib[0], f"{doc}.ipynb imports saae_lib before the Colab install cell"
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """Build the book once (warnings are errors) into a temporary folder; return its HTML folder.
+
+    A folder of its own keeps the developer's _build untouched and lets pytest-xdist workers
+    build side by side.
+    """
+    try:
+        import jupyter_book  # noqa: F401
+    except ImportError:
+        _missing("jupyter-book is not installed in this Python")
+    if not (ROOT / "node_modules/mathjax/es5/tex-chtml.js").exists() and not shutil.which("npm"):
+        _missing("npm is needed (once) to install the local MathJax copy")
+    output = tmp_path_factory.mktemp("book")
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/build_book.sh")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable, "BOOK_OUTPUT": str(output)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        log = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"book build failed (exit {result.returncode}):\n{log}")
+    return output / "_build" / "html"
+
+
+def test_book_builds_every_page(built_book):
+    for doc in TOC_FILES:
+        assert (built_book / f"{doc}.html").is_file(), f"{doc}.html was not built"
+    assert (built_book / "index.html").is_file()
+
+
+def test_mathjax_is_served_locally(built_book):
+    """Math is typeset by the local MathJax copy; no page loads scripts or styles from elsewhere."""
+    assert (built_book / "_static/mathjax/tex-chtml.js").is_file()
+    for doc in TOC_FILES:
+        text = (built_book / f"{doc}.html").read_text()
+        scripts = re.findall(r'<script[^>]*\bsrc="([^"]+)"', text)
+        styles = re.findall(r'<link[^>]*\bhref="([^"]+)"', text)
+        remote = [u for u in scripts + styles if re.match(r"(https?:)?//", u)]
+        assert not remote, f"{doc}.html loads remote resources: {remote}"
+        if doc in MATH_PAGES:
+            assert any("_static/mathjax/tex-chtml.js" in s for s in scripts), f"{doc}.html lacks MathJax"
+
+
+# --------------------------------------------------------------------------------------------
+# Browser
+# --------------------------------------------------------------------------------------------
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(built_book) -> str:
+    """Serve the built book on 127.0.0.1 with a free port; return its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if chromium is None:
+        _missing("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright Python package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+_PAGE_REPORT_JS = """
+async () => {
+  // Load every image now (some may be lazy) and wait for each to finish or fail.
+  const imgs = [...document.images];
+  imgs.forEach(img => { img.loading = 'eager'; });
+  await Promise.all(imgs.map(img => img.complete ? null :
+      new Promise(done => { img.addEventListener('load', done); img.addEventListener('error', done); })));
+  // Wait until MathJax has typeset the page (when the page loads MathJax at all).
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const maths = [...document.querySelectorAll('.bd-article .math')];
+  const urls = sel => [...document.querySelectorAll(sel)].map(e => e.href || e.src);
+  return {
+    brokenImages: imgs.filter(img => !(img.naturalWidth > 0)).map(img => img.src),
+    mathCount: maths.length,
+    untypesetMath: maths.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 80)),
+    // TeX errors: MathJax shows parse errors as <mjx-merror> and unknown macros in red.
+    mathErrors: [...document.querySelectorAll('mjx-merror, mjx-mtext[style*="color: red"]')]
+        .map(e => e.getAttribute('data-mjx-error') || e.closest('mjx-container').textContent.slice(0, 80)),
+    mjxCount: document.querySelectorAll('mjx-container').length,
+    // Display equations wider than the text column get cut off.
+    wideMath: [...document.querySelectorAll('.bd-article mjx-container[display="true"]')]
+        .filter(c => c.firstElementChild && c.firstElementChild.getBoundingClientRect().width > c.clientWidth + 1)
+        .map(c => c.parentElement.textContent.trim().slice(0, 80)),
+    links: urls('a[href]'),
+    resources: urls('img[src]').concat(urls('script[src]'), urls('link[href]')),
+    sidebar: urls('nav.bd-docs-nav a[href]'),
+  };
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def pages(browser, server) -> dict[str, dict]:
+    """Open every page of the book once; collect what the tests check, and take a screenshot."""
+    SHOTS_DIR.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    blocked: list[str] = []
+
+    def only_local(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    reports = {}
+    for doc in TOC_FILES:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda msg, errors=errors: errors.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc, errors=errors: errors.append(f"uncaught: {exc}"))
+        blocked.clear()
+        response = page.goto(server + f"{doc}.html", wait_until="load")
+        report = page.evaluate(_PAGE_REPORT_JS)
+        report["status"] = response.status if response else None
+        report["errors"] = list(errors)
+        report["external_requests"] = list(blocked)
+        report["colab_links"] = [u for u in report["links"] if "colab.research.google.com" in u]
+        page.screenshot(path=str(SHOTS_DIR / f"{doc.replace('/', '_')}.png"), full_page=True)
+        page.close()
+        reports[doc] = report
+    context.close()
+    return reports
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_page_loads_without_errors(pages, doc):
+    report = pages[doc]
+    assert report["status"] == 200
+    assert report["errors"] == [], f"console errors on {doc}"
+    assert report["external_requests"] == [], f"{doc} tries to reach the internet"
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_images_load(pages, doc):
+    assert pages[doc]["brokenImages"] == [], f"images that did not load on {doc}"
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_math_is_typeset(pages, doc):
+    report = pages[doc]
+    if doc in MATH_PAGES:
+        assert report["mathCount"] > 0, f"{doc} should contain math"
+    assert report["untypesetMath"] == [], f"math left untypeset on {doc}"
+    assert report["mathErrors"] == [], f"TeX errors on {doc}"
+    if report["mathCount"]:
+        assert report["mjxCount"] >= report["mathCount"]
+    assert report["wideMath"] == [], f"display equations wider than the page on {doc}"
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_sidebar_reaches_every_page(pages, server, doc):
+    sidebar = {u.split("#")[0] for u in pages[doc]["sidebar"]}
+    missing = [d for d in TOC_FILES if server + f"{d}.html" not in sidebar]
+    assert not missing, f"the sidebar of {doc} has no link to {missing}"
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_launch_and_repository_buttons(pages, doc):
+    config = _config()
+    repo = config["repository"]["url"].rstrip("/")
+    branch = config["repository"].get("branch", "main")
+    report = pages[doc]
+    assert any(u.rstrip("/") == repo for u in report["links"]), f"{doc} has no repository button"
+    if doc in NOTEBOOKS:
+        slug = urllib.parse.urlparse(repo).path.strip("/")
+        expected = f"https://colab.research.google.com/github/{slug}/blob/{branch}/{doc}.ipynb"
+        assert report["colab_links"] == [expected]
+    else:
+        assert report["colab_links"] == [], f"{doc} is not a notebook but has a Colab button"
+
+
+def test_internal_links_resolve(pages, server):
+    """Every same-origin link and resource answers 200, and every #fragment exists on its page."""
+    urls = set()
+    for report in pages.values():
+        urls.update(u for u in report["links"] + report["resources"] if u.startswith(server))
+    bodies: dict[str, str] = {}
+    broken, bad_fragments = [], []
+    for url in sorted(urls):
+        target, _, fragment = url.partition("#")
+        if target not in bodies:
+            try:
+                with urllib.request.urlopen(target, timeout=10) as response:
+                    body = response.read()
+                    bodies[target] = body.decode("utf-8", "replace") if target.endswith(".html") else ""
+            except urllib.error.HTTPError as exc:
+                broken.append(f"{target} ({exc.code})")
+                bodies[target] = ""
+                continue
+        fragment = urllib.parse.unquote(fragment)
+        if fragment and target.endswith(".html"):
+            ids = set(re.findall(r'\bid="([^"]+)"', bodies[target]))
+            if html.escape(fragment) not in ids and fragment not in ids:
+                bad_fragments.append(url)
+    assert not broken, f"broken internal links: {broken}"
+    assert not bad_fragments, f"links to missing anchors: {bad_fragments}"
