@@ -66,6 +66,11 @@ def runs_dir() -> Path:
     return Path(os.environ.get("SAAE_RUNS_DIR", default)).expanduser()
 
 
+def same_run(saved: dict, wanted: dict) -> bool:
+    """Equal configs, up to the device: a model trained on a GPU is the same run when reloaded on a CPU."""
+    return {**saved, "device": None} == {**wanted, "device": None}
+
+
 def train_or_load(name: str, data: MNIST | None = None, progress: bool = True, **options) -> Trainer:
     """Load the run `name` if it was trained before with exactly these options, else train it and save it.
 
@@ -75,8 +80,10 @@ def train_or_load(name: str, data: MNIST | None = None, progress: bool = True, *
     config = TrainConfig(**options).resolved()
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"] == asdict(config) and state["smoke"] == settings.FAST:
+        if same_run(state["config"], asdict(config)) and state["smoke"] == settings.FAST:
             trainer = Trainer(config, data)
+            if state["generator_device"] != trainer.device.type:  # reused for evaluation: no stream to continue
+                state["generator"], state["generator_device"] = trainer.generator.get_state(), trainer.device.type
             trainer.load_state_dict(state)
             print(f"loaded {name!r} ({len(trainer.history)} epochs) from {path}")
             return trainer

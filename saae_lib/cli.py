@@ -24,8 +24,9 @@ def evaluate_trainer(trainer: Trainer, judge: bool = True) -> dict:
         "model": config.model,
         "epochs": len(trainer.history),
         "seconds_per_epoch": float(np.median([h["seconds"] for h in trainer.history])) if trainer.history else None,
-        "test_reconstruction_mse": metrics.reconstruction_error(model, data.test_images, data.test_labels),
     }
+    if config.model != "supervised":
+        result["test_reconstruction_mse"] = metrics.reconstruction_error(model, data.test_images, data.test_labels)
     if config.model in {"ae", "aae", "saae"}:
         result["prior_match_mmd"] = metrics.prior_match(model, data.test_images)
     if config.model == "saae" and judge:
@@ -34,7 +35,7 @@ def evaluate_trainer(trainer: Trainer, judge: bool = True) -> dict:
         classifier, ceiling = load_judge(trainer.device, progress=False)
         result["generated_label_accuracy"] = metrics.generated_label_accuracy(model, classifier)
         result["judge_real_test_accuracy"] = ceiling
-    if config.model == "semi":
+    if config.model in {"semi", "supervised"}:
         result["n_labels"] = config.n_labels
         result["test_error"] = metrics.classification_error(predict(model, data.test_images), data.test_labels)
     if config.model == "cluster":
@@ -165,8 +166,8 @@ def command_predict(args, parser) -> int:
         parser.error(f"--out must end in .npy, got {out}")
     refuse_overwrite(out, args.force, parser)
     trainer = open_run(args, parser)
-    if trainer.config.model not in {"semi", "cluster"}:
-        parser.error(f"predict needs a semi or cluster model, this one is {trainer.config.model}")
+    if trainer.config.model not in {"semi", "cluster", "supervised"}:
+        parser.error(f"predict needs a semi, cluster or supervised model, this one is {trainer.config.model}")
     predicted = test_predictions(trainer)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, predicted)

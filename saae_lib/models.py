@@ -57,6 +57,20 @@ class SemiSupervisedEncoder(nn.Module):
         return self.label_head(features), self.style_head(features)
 
 
+class SupervisedClassifier(nn.Module):
+    """The semi-supervised model's encoder trained on the labeled images alone: the baseline to beat."""
+
+    kind = "supervised"
+
+    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES):
+        super().__init__()
+        self.latent_dim, self.n_classes = latent_dim, n_classes
+        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes)
+
+    def classify(self, x):
+        return self.encoder(check_images(x))[0].argmax(dim=1)
+
+
 class Autoencoder(nn.Module):
     """Deterministic encoder and decoder trained on reconstruction alone."""
 

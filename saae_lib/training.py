@@ -6,6 +6,7 @@ A step gets one batch and runs the model's phases in order, each phase one optim
   saae    the same, with the one-hot label fed to the decoder
   semi    reconstruction -> both discriminators -> generator -> cross-entropy on a labeled batch
   cluster semi without labels: k categories play the clusters
+  supervised  the semi model's encoder with only the cross-entropy phase: the baseline semi must beat
 """
 
 import math
@@ -17,14 +18,17 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine, no need to warn
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from . import settings
 from .data import MNIST, N_CLASSES, batches, labeled_subset, load_mnist
-from .models import AdversarialAutoencoder, Autoencoder, SemiSupervisedAAE
+from .models import AdversarialAutoencoder, Autoencoder, SemiSupervisedAAE, SupervisedClassifier
 from .priors import make_prior
 
-MODELS = ("ae", "aae", "saae", "semi", "cluster")
+MODELS = ("ae", "aae", "saae", "semi", "cluster", "supervised")
 
 # Recommended full-quality settings per model: the chapters, the CLI and the benchmarks all start from these.
 DEFAULTS = {
@@ -33,6 +37,7 @@ DEFAULTS = {
     "saae": dict(epochs=20, latent_dim=2),
     "semi": dict(epochs=30, latent_dim=10, n_labels=100, input_noise=0.3),
     "cluster": dict(epochs=30, latent_dim=5, n_clusters=16, input_noise=0.3),
+    "supervised": dict(epochs=10, latent_dim=10, n_labels=100, input_noise=0.3),
 }
 FAST_EPOCHS = 2
 
@@ -85,6 +90,8 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
         prior = make_prior(config.prior, config.latent_dim, config.prior_std)
         return AdversarialAutoencoder(config.latent_dim, config.hidden, prior, supervised=config.model == "saae",
                                       label_aware=config.label_aware)
+    if config.model == "supervised":
+        return SupervisedClassifier(config.latent_dim, config.hidden)
     n_classes = N_CLASSES if config.model == "semi" else config.n_clusters
     return SemiSupervisedAAE(config.latent_dim, config.hidden, n_classes, config.prior_std)
 
@@ -98,6 +105,8 @@ def make_optimizers(model, config: TrainConfig) -> dict[str, torch.optim.Optimiz
         fused = next(model.parameters()).device.type in {"cpu", "cuda"}
         return torch.optim.Adam(params, lr=lr, fused=fused)
 
+    if config.model == "supervised":
+        return {"classification": adam([model.encoder], config.lr)}
     optimizers = {"reconstruction": adam([model.encoder, model.decoder], config.lr)}
     if config.model in {"aae", "saae"}:
         optimizers["discriminator"] = adam([model.discriminator], config.adversarial_lr)
@@ -137,7 +146,7 @@ class Trainer:
             raise ValueError(f"bf16 is not supported on {self.device}: use precision='fp32'")
         self.step = STEPS[self.config.model]
         self.labeled = None
-        if self.config.model == "semi":
+        if self.config.model in {"semi", "supervised"}:
             index = labeled_subset(self.data.train_labels, self.config.n_labels, seed=self.config.seed)
             self.labeled = (self.data.train_images[index.to(self.device)], self.data.train_labels[index.to(self.device)])
 
@@ -178,8 +187,10 @@ class Trainer:
         images, labels = self.data.val_images, self.data.val_labels
         if len(images) == 0:
             return {}
-        result = {"val_reconstruction": reconstruction_error(self.model, images, labels)}
-        if self.config.model == "semi":
+        result = {}
+        if self.config.model != "supervised":
+            result["val_reconstruction"] = reconstruction_error(self.model, images, labels)
+        if self.config.model in {"semi", "supervised"}:
             result["val_error"] = classification_error(predict(self.model, images), labels)
         return result
 
@@ -315,17 +326,21 @@ def semi_supervised_step(trainer: Trainer, x, y):
 
     # 4. Semi-supervised: cross-entropy on a batch drawn from the small labeled subset.
     if trainer.labeled is not None:
-        images, labels = trainer.labeled
-        pick = torch.randint(len(images), (min(len(x), len(images)),), generator=trainer.generator,
-                             device=images.device)
-        with trainer.autocast():
-            classification = F.cross_entropy(model.encoder(trainer.noisy(images[pick]))[0].float(), labels[pick])
-        losses["classification"] = trainer.update("classification", classification)
+        losses.update(supervised_step(trainer, x, y))
     return losses
 
 
+def supervised_step(trainer: Trainer, x, y):
+    """Cross-entropy on a batch of the labeled subset (the unlabeled batch x, y is not used)."""
+    images, labels = trainer.labeled
+    pick = torch.randint(len(images), (min(len(x), len(images)),), generator=trainer.generator, device=images.device)
+    with trainer.autocast():
+        classification = F.cross_entropy(trainer.model.encoder(trainer.noisy(images[pick]))[0].float(), labels[pick])
+    return {"classification": trainer.update("classification", classification)}
+
+
 STEPS = {"ae": autoencoder_step, "aae": adversarial_step, "saae": adversarial_step,
-         "semi": semi_supervised_step, "cluster": semi_supervised_step}
+         "semi": semi_supervised_step, "cluster": semi_supervised_step, "supervised": supervised_step}
 
 
 def train(model: str = "aae", data: MNIST | None = None, callback=None, progress=True, **options) -> Trainer:

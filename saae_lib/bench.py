@@ -1,0 +1,320 @@
+"""Benchmarks: training speed against the conventional pipeline, and result quality against the paper.
+
+    python -m saae_lib.bench                 # speed + quality on this machine
+    python -m saae_lib.bench --only speed    # or quality
+    python -m saae_lib.bench --label my-laptop --repeats 5 --seeds 0 1 2
+
+Writes benchmarks/results/<label>.json and regenerates benchmarks/results/results.md (all machines' tables).
+Targets are printed next to the measurements; nothing here asserts them.
+"""
+
+import argparse
+import gzip
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, settings
+from .data import MNIST, ensure_mnist_files, load_mnist
+from .models import AdversarialAutoencoder
+from .training import DEFAULTS, TrainConfig, Trainer
+
+RESULTS_DIR = Path("benchmarks/results")
+EPOCH_TFLOP = 3.0  # one AAE epoch of the 784-1000-1000-2 model on 60k images, forward and backward, all phases
+
+TARGETS = {
+    "cpu_speedup_vs_conventional": 3.0,
+    "gpu_aae_epoch_seconds": 0.25,
+    "gpu_speedup_vs_conventional": 40.0,
+    "chapters_minutes_cpu": 20.0,
+    "chapters_minutes_gpu": 2.0,
+    "saae_generated_accuracy_fraction_of_ceiling": 0.99,
+    "semi_test_error_100": 0.025,
+    "semi_test_error_1000": 0.016,
+    "cluster_test_error_16": 0.0955,
+}
+PAPER = {"semi_test_error_100": 0.0190, "semi_test_error_1000": 0.0160, "cluster_test_error_16": 0.0955}
+PUBLIC_REPRODUCTIONS = "3-6 %"
+
+
+# -- speed -----------------------------------------------------------------------------------------------------
+def conventional_epoch(model, loader, device) -> float:
+    """One AAE epoch the way most tutorials write it: DataLoader batches copied to the device, fp32,
+    three phases each with its own forward pass, default Adam. Returns seconds."""
+    optimizers = getattr(model, "_conventional_optimizers", None)
+    if optimizers is None:
+        optimizers = model._conventional_optimizers = (
+            torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=1e-3),
+            torch.optim.Adam(model.discriminator.parameters(), lr=1e-4),
+            torch.optim.Adam(model.encoder.parameters(), lr=1e-4),
+        )
+    reconstruction_opt, discriminator_opt, generator_opt = optimizers
+    start = time.perf_counter()
+    for images, _ in loader:
+        x = images.view(len(images), -1).to(device)
+        reconstruction_opt.zero_grad()
+        F.binary_cross_entropy(model(x), x).backward()
+        reconstruction_opt.step()
+
+        discriminator_opt.zero_grad()
+        real = torch.randn(len(x), model.latent_dim, device=device)
+        fake = model.encoder(x).detach()
+        real_logits, fake_logits = model.discriminator(real), model.discriminator(fake)
+        loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        loss.backward()
+        discriminator_opt.step()
+
+        generator_opt.zero_grad()
+        logits = model.discriminator(model.encoder(x))
+        F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
+        generator_opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def torchvision_loader(batch_size=100):
+    """torchvision's MNIST + DataLoader(ToTensor()), reading an unpacked copy (torchvision wants raw files)."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    raw = ensure_mnist_files()
+    root = Path(tempfile.mkdtemp(prefix="saae-bench-"))
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    for file in raw.glob("*.gz"):
+        with gzip.open(file) as packed, open(root / "MNIST" / "raw" / file.stem, "wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked)
+    dataset = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True), root
+
+
+def library_epoch(trainer: Trainer) -> float:
+    start = time.perf_counter()
+    trainer.fit(epochs=len(trainer.history) + 1, progress=False)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_speed(device, repeats=3) -> dict:
+    """Median seconds per 60k-image epoch: conventional vs library (interleaved), and AE/SAAE, fp32 vs bf16."""
+    data = load_mnist(device=device, validation_size=0)  # all 60k training images, as the conventional path
+    loader, unpacked = torchvision_loader()
+    try:
+        torch.manual_seed(0)
+        conventional_model = AdversarialAutoencoder().to(device)
+        trainers = {}
+        for model in ("aae", "ae", "saae"):
+            for precision in ("fp32", "bf16"):
+                try:
+                    trainers[f"{model}_{precision}"] = Trainer(
+                        TrainConfig(model=model, precision=precision, device=str(device), epochs=10**6), data)
+                except ValueError as error:  # bf16 not supported here
+                    print(f"skipping {model} {precision}: {error}")
+        library_default = Trainer(TrainConfig(model="aae", device=str(device), epochs=10**6), data)
+        times = {"conventional_aae": []} | {name: [] for name in trainers}
+        conventional_epoch(conventional_model, loader, device)  # warm-up of both paths
+        library_epoch(library_default)
+        for repeat in range(repeats):
+            times["conventional_aae"].append(conventional_epoch(conventional_model, loader, device))
+            for name, trainer in trainers.items():
+                times[name].append(library_epoch(trainer))
+            print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+                  flush=True)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    default_precision = "bf16" if library_default.use_bf16 else "fp32"
+    library_aae = median[f"aae_{default_precision}"]
+    return {
+        "repeats": repeats,
+        "epoch_images": len(data.train_images),
+        "seconds_per_epoch_median": median,
+        "seconds_per_epoch_all": times,
+        "library_default_precision": default_precision,
+        "aae_speedup_vs_conventional": median["conventional_aae"] / library_aae,
+        "aae_library_tflops": EPOCH_TFLOP / library_aae,
+    }
+
+
+# -- quality -----------------------------------------------------------------------------------------------------
+QUALITY_RUNS = {  # name -> training options; names match the chapters', so their trained models are reused
+    "ae": dict(model="ae"),
+    "aae_gaussian": dict(model="aae", prior="gaussian"),
+    "saae": dict(model="saae"),
+    "semi_100": dict(model="semi", n_labels=100),
+    "semi_1000": dict(model="semi", n_labels=1000),
+    "supervised_100": dict(model="supervised", n_labels=100),
+    "supervised_1000": dict(model="supervised", n_labels=1000),
+    "cluster_16": dict(model="cluster", n_clusters=16),
+}
+
+
+def bench_quality(device_name="auto", seeds=(0,), runs=None) -> dict:
+    """Train (or reuse) each run with its default settings for every seed; test metrics, mean and std."""
+    from .checkpoints import train_or_load
+    from .cli import evaluate_trainer
+
+    data = load_mnist(device=settings.pick_device(device_name))
+    results = {}
+    for name, options in QUALITY_RUNS.items():
+        if runs and name not in runs:
+            continue
+        per_seed = []
+        for seed in seeds:
+            run_name = name if seed == 0 else f"{name}_seed{seed}"
+            trainer = train_or_load(run_name, data=data, progress=False, seed=seed, device=device_name,
+                                    **options)
+            per_seed.append(evaluate_trainer(trainer))
+            print(f"{run_name}: {json.dumps(per_seed[-1])}", flush=True)
+        keys = [k for k, v in per_seed[0].items() if isinstance(v, float) and k != "seconds_per_epoch"]
+        results[name] = {"seeds": list(seeds), "per_seed": per_seed,
+                         **{k: summary([run[k] for run in per_seed]) for k in keys}}
+    return results
+
+
+def summary(values):
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+# -- report --------------------------------------------------------------------------------------------------
+def machine_label(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device).replace(" ", "-").lower()
+    return f"{device.type}-{torch.get_num_threads()}c"
+
+
+def machine_info(device) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_cores": torch.get_num_threads(), "torch": torch.__version__, "saae_lib": __version__,
+            "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = "unknown"
+    return info
+
+
+def write_markdown(results_dir=RESULTS_DIR) -> Path:
+    """One table per results file, for the book's Results page."""
+    lines = ["<!-- generated by python -m saae_lib.bench; do not edit -->", ""]
+    for path in sorted(results_dir.glob("*.json")):
+        result = json.loads(path.read_text())
+        lines += markdown_for(path.stem, result)
+    out = results_dir / "results.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def percent(value):
+    return f"{100 * value:.2f} %"
+
+
+def mean_std(entry, key, fmt=percent):
+    stats = entry.get(key)
+    if not stats:
+        return "-"
+    text = fmt(stats["mean"])
+    return text + (f" ± {fmt(stats['std'])}" if stats["n"] > 1 else "") + f" (n={stats['n']})"
+
+
+def markdown_for(label, result) -> list[str]:
+    machine = result["machine"]
+    hardware = machine.get("gpu") or f"{machine['processor']}, {machine['cpu_cores']} CPU threads"
+    lines = [f"### {label}", "", f"{hardware}; torch {machine['torch']}, saae_lib {machine['saae_lib']} "
+             f"(commit {machine['commit']}), measured {result['date']}.", ""]
+    speed = result.get("speed")
+    if speed:
+        median = speed["seconds_per_epoch_median"]
+        gpu = machine["device"].startswith("cuda")
+        target = TARGETS["gpu_speedup_vs_conventional" if gpu else "cpu_speedup_vs_conventional"]
+        lines += ["| training epoch (60,000 images) | seconds (median of "
+                  f"{speed['repeats']}) |", "|---|---|"]
+        lines.append(f"| AAE, conventional: torchvision `MNIST` + `DataLoader`, batch 100, fp32 | "
+                     f"{median['conventional_aae']:.2f} |")
+        for name, seconds in median.items():
+            if name != "conventional_aae":
+                model, precision = name.split("_")
+                lines.append(f"| {model.upper()}, saae_lib, {precision} | {seconds:.2f} |")
+        lines += ["", f"AAE speed-up over the conventional path: **{speed['aae_speedup_vs_conventional']:.1f}×** "
+                  f"(target ≥ {target:g}×); {speed['aae_library_tflops'] * 1000:.0f} GFLOP/s.", ""]
+    chapters = result.get("chapters")
+    if chapters:
+        total = sum(chapters["seconds"].values()) / 60
+        lines += ["| chapter, full run | minutes |", "|---|---|"]
+        lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in chapters["seconds"].items()]
+        lines += [f"| **all four** | **{total:.1f}** |", ""]
+    quality = result.get("quality")
+    if quality:
+        lines += ["| result (official 10k test set) | ours | target | paper |", "|---|---|---|---|"]
+
+        def row(title, name, key, target=None, paper=None, fmt=percent):
+            if name in quality:
+                lines.append(f"| {title} | {mean_std(quality[name], key, fmt)} | {target or '-'} | {paper or '-'} |")
+
+        number = "{:.4f}".format
+        row("AE test reconstruction MSE", "ae", "test_reconstruction_mse", fmt=number)
+        row("AAE test reconstruction MSE", "aae_gaussian", "test_reconstruction_mse", fmt=number)
+        row("SAAE test reconstruction MSE", "saae", "test_reconstruction_mse", fmt=number)
+        row("AE prior match (MMD to N(0, I), lower is better)", "ae", "prior_match_mmd", fmt=number)
+        row("AAE prior match (MMD to N(0, I))", "aae_gaussian", "prior_match_mmd", fmt=number)
+        row("SAAE generated-digit label accuracy (judge)", "saae", "generated_label_accuracy", "≥ 99 % of ceiling")
+        row("judge accuracy on real test digits (ceiling)", "saae", "judge_real_test_accuracy")
+        row("semi-supervised error, 100 labels", "semi_100", "test_error", "≤ 2.5 %", "1.90 %")
+        row("supervised-only error, 100 labels", "supervised_100", "test_error")
+        row("semi-supervised error, 1000 labels", "semi_1000", "test_error", "≤ 1.6 %", "1.60 %")
+        row("supervised-only error, 1000 labels", "supervised_1000", "test_error")
+        row("clustering error, 16 clusters", "cluster_16", "test_clustering_error", "≤ 9.55 %", "9.55 %")
+        lines += ["", f"Public reproductions of the semi-supervised result report {PUBLIC_REPRODUCTIONS} error.", ""]
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m saae_lib.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["speed", "quality"], help="run one part (default: both)")
+    parser.add_argument("--label", help="machine label for the results file (default: cpu-<cores>c or the GPU)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--runs", nargs="+", choices=sorted(QUALITY_RUNS), help="quality: only these runs")
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    args = parser.parse_args(argv)
+    if settings.FAST:
+        parser.error("benchmarks measure real runs: unset SAAE_FAST")
+    device = settings.pick_device(args.device)
+    label = args.label or machine_label(device)
+    results_dir = Path(args.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{label}.json"
+    result = json.loads(path.read_text()) if path.is_file() else {}  # keep the part not rerun
+    result.update(machine=machine_info(device), date=time.strftime("%Y-%m-%d"), targets=TARGETS, paper=PAPER)
+    if args.only in (None, "speed"):
+        result["speed"] = bench_speed(device, args.repeats)
+    if args.only in (None, "quality"):
+        result["quality"] = bench_quality(args.device, tuple(args.seeds), args.runs)
+    chapters = results_dir / f"chapters-{label}.json"
+    if chapters.is_file():
+        result["chapters"] = json.loads(chapters.read_text())
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path} and {write_markdown(results_dir)}")
+    print("\n".join(markdown_for(label, result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

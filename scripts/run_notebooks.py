@@ -1,0 +1,43 @@
+"""Execute the four chapters in full mode, in place, storing their outputs; record each chapter's wall time.
+
+    python scripts/run_notebooks.py [notebooks/01_autoencoder.ipynb ...]     (`make notebooks` runs all four)
+
+Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m saae_lib.bench` folds into its report.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from saae_lib import settings
+from saae_lib.bench import RESULTS_DIR, machine_label
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(paths):
+    if settings.FAST:
+        sys.exit("make notebooks stores the book's outputs: unset SAAE_FAST (smoke mode is for tests only)")
+    paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
+    label = machine_label(settings.pick_device())
+    record_path = ROOT / RESULTS_DIR / f"chapters-{label}.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(notebook, timeout=None, kernel_name="python3", resources={"metadata": {"path": path.parent}}).execute()
+        seconds = time.perf_counter() - start
+        nbformat.write(notebook, path)
+        record["seconds"][path.stem] = round(seconds, 1)
+        record["device"] = label
+        print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

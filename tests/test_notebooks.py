@@ -1,0 +1,55 @@
+"""The committed chapters: stored outputs come from one clean, full run; metadata noise is stripped; lint is clean.
+
+(Executing the chapters is nbval's job: `SAAE_FAST=1 pytest --nbval-lax notebooks`, called by `make test`.)
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+CHAPTERS = ["01_autoencoder", "02_adversarial_autoencoder", "03_supervised_aae", "04_classification"]
+
+
+def code_cells(path):
+    return [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
+
+
+def test_the_four_chapters_exist():
+    assert [path.stem for path in NOTEBOOKS] == CHAPTERS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_outputs_come_from_one_full_run(path):
+    cells = code_cells(path)
+    outputs = [output for cell in cells for output in cell.get("outputs", [])]
+    assert [cell.get("execution_count") for cell in cells] == list(range(1, len(cells) + 1)), (
+        f"{path.name} was not executed top to bottom in one run: run `make notebooks`")
+    assert not [o for o in outputs if o["output_type"] == "error"], f"{path.name} stores an error output"
+    assert "smoke" not in json.dumps(outputs).lower(), (
+        f"{path.name} stores outputs of a smoke run (SAAE_FAST=1); the book shows full runs: run `make notebooks`")
+    figures = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(figures) >= 3, f"{path.name} stores only {len(figures)} figures; expected a figure after each step"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_output_names_the_device(path):
+    texts = ["".join(o.get("text", "")) for cell in code_cells(path) for o in cell.get("outputs", [])
+             if o["output_type"] == "stream"]
+    assert texts and texts[0].startswith("device: "), f"{path.name}: the first output should say which device ran it"
+
+
+def test_notebook_metadata_is_stripped():
+    result = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--keep-output", "--keep-count",
+                             *map(str, NOTEBOOKS)], capture_output=True, text=True)
+    assert result.returncode == 0, f"run nbstripout --keep-output --keep-count on the notebooks:\n{result.stdout}"
+
+
+def test_ruff_is_clean_on_library_tests_and_notebooks():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "saae_lib", "tests", "notebooks"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
