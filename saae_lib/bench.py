@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, settings
-from .data import MNIST, ensure_mnist_files, load_mnist
+from .data import ensure_mnist_files, load_mnist
 from .models import AdversarialAutoencoder
-from .training import DEFAULTS, TrainConfig, Trainer
+from .training import TrainConfig, Trainer
 
 RESULTS_DIR = Path("benchmarks/results")
 EPOCH_TFLOP = 3.0  # one AAE epoch of the 784-1000-1000-2 model on 60k images, forward and backward, all phases
@@ -235,7 +235,7 @@ def mean_std(entry, key, fmt=percent):
 def markdown_for(label, result) -> list[str]:
     machine = result["machine"]
     hardware = machine.get("gpu") or f"{machine['processor']}, {machine['cpu_cores']} CPU threads"
-    lines = [f"### {label}", "", f"{hardware}; torch {machine['torch']}, saae_lib {machine['saae_lib']} "
+    lines = [f"## Measured on {label}", "", f"{hardware}; torch {machine['torch']}, saae_lib {machine['saae_lib']} "
              f"(commit {machine['commit']}), measured {result['date']}.", ""]
     speed = result.get("speed")
     if speed:

@@ -25,6 +25,9 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(obj, file)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -10,7 +10,7 @@ import torch
 
 from . import settings
 from .checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .data import DataError, N_CLASSES
+from .data import N_CLASSES, DataError
 from .priors import PRIORS
 from .training import DEFAULTS, MODELS, TrainConfig, Trainer, predict
 
@@ -88,10 +88,9 @@ def command_train(args, parser) -> int:
         if args.batch_size is not None:
             options["batch_size"] = args.batch_size
         try:
-            config = TrainConfig(**options).resolved()
-        except ValueError as error:
+            trainer = Trainer(TrainConfig(**options))
+        except ValueError as error:  # e.g. --labels not a multiple of 10, bf16 where it is not supported
             parser.error(str(error))
-        trainer = Trainer(config)
     note = settings.smoke_note()
     if note:
         print(note)
@@ -126,6 +125,8 @@ def command_sample(args, parser) -> int:
     refuse_overwrite(out, args.force, parser)
     trainer = open_run(args, parser)
     model, kind = trainer.model, trainer.config.model
+    if not hasattr(model, "decode"):
+        parser.error(f"sample needs a model with a decoder (ae, aae, saae, semi, cluster), this one is {kind}")
     if args.label is not None:
         n_classes = getattr(model, "n_classes", N_CLASSES)
         if kind not in {"saae", "semi", "cluster"}:

@@ -114,7 +114,7 @@ def generated_label_accuracy(model, judge, n_per_label=1000, seed=0, batch_size=
     z = model.prior.sample(len(labels), generator=generator)
     model.eval()
     correct = 0
-    for z_chunk, label_chunk in zip(z.split(batch_size), labels.split(batch_size)):
+    for z_chunk, label_chunk in zip(z.split(batch_size), labels.split(batch_size), strict=True):
         images = model.decode(z_chunk.to(device), label_chunk.to(device))
         correct += int((judge.predict(images.float()).cpu() == label_chunk).sum())
     return correct / len(labels)

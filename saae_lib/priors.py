@@ -87,7 +87,7 @@ class MixtureOfGaussiansPrior(Prior):
         return radial * along + tangential * across
 
     def log_density(self, points):
-        directions = self.directions.to(points.device)
+        directions = self.directions.to(points.device, points.dtype)
         along = points @ directions.T - self.radius  # (n, k) offset along each component's radius
         across = points @ torch.stack([-directions[:, 1], directions[:, 0]], dim=1).T
         log_normal = -0.5 * ((along / self.radial_std) ** 2 + (across / self.tangential_std) ** 2)

@@ -80,6 +80,9 @@ class TrainConfig:
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {config.precision!r}")
         if config.model in {"aae", "saae"}:
             make_prior(config.prior, config.latent_dim, config.prior_std)  # fails early with a clear message
+        if config.model in {"semi", "supervised"} and config.n_labels % N_CLASSES:
+            raise ValueError(f"n_labels must be a multiple of {N_CLASSES} (a class-balanced subset), "
+                             f"got {config.n_labels}")
         return config
 
 
@@ -148,7 +151,8 @@ class Trainer:
         self.labeled = None
         if self.config.model in {"semi", "supervised"}:
             index = labeled_subset(self.data.train_labels, self.config.n_labels, seed=self.config.seed)
-            self.labeled = (self.data.train_images[index.to(self.device)], self.data.train_labels[index.to(self.device)])
+            index = index.to(self.device)
+            self.labeled = (self.data.train_images[index], self.data.train_labels[index])
 
     # -- the shared loop ------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None, callback=None, progress: bool = True) -> list[dict]:
@@ -234,7 +238,8 @@ class Trainer:
             self.generator.set_state(state["generator"])
         else:
             warnings.warn(f"the random stream was saved on {state['generator_device']}, this run is on "
-                          f"{self.device.type}: further training draws a fresh stream, unlike an uninterrupted run")
+                          f"{self.device.type}: further training draws a fresh stream, unlike an uninterrupted run",
+                          stacklevel=2)
         self.history = list(state["history"])
 
 
@@ -313,7 +318,8 @@ def semi_supervised_step(trainer: Trainer, x, y):
     with trainer.autocast():
         with torch.no_grad():
             logits, z = model.encoder(trainer.noisy(x))
-        discriminator = (bce(model.label_discriminator(real_y), 1.0) + bce(model.label_discriminator(logits.softmax(1)), 0.0)
+        discriminator = (bce(model.label_discriminator(real_y), 1.0)
+                         + bce(model.label_discriminator(logits.softmax(1)), 0.0)
                          + bce(model.style_discriminator(real_z), 1.0) + bce(model.style_discriminator(z), 0.0))
     trainer.update("discriminator", discriminator)
 

@@ -9,7 +9,7 @@ import torch
 
 from saae_lib import data as sdata
 from saae_lib import settings
-from saae_lib.data import DataError, MNIST_FILES, batches, check_images, check_labels, labeled_subset, load_mnist
+from saae_lib.data import MNIST_FILES, DataError, batches, check_images, check_labels, labeled_subset, load_mnist
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 

@@ -1,8 +1,8 @@
 """The conda environment and pyproject.toml must list the same packages with the same ranges."""
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

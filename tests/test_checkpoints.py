@@ -1,0 +1,180 @@
+"""Tests for saae_lib.checkpoints: round trips, exact resume, atomic writes and train_or_load."""
+
+import os
+
+import pytest
+import torch
+
+from saae_lib import checkpoints, settings, training
+from saae_lib.checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, train_or_load
+from saae_lib.training import TrainConfig, Trainer, predict
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+def without_time(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def assert_same_state(a: Trainer, b: Trainer):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def optimizer_tensors(trainer):
+    return {(name, index, key): value
+            for name, opt in trainer.optimizers.items()
+            for index, state in opt.state_dict()["state"].items()
+            for key, value in state.items()}
+
+
+@pytest.mark.parametrize("model", ["aae", "saae", "semi"])
+def test_round_trip(model, tmp_path, tiny_mnist, tiny_options):
+    trainer = training.train(model, data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    written = save_checkpoint(trainer, tmp_path / "run")
+    assert written == tmp_path / "run" / CHECKPOINT_NAME and written.is_file()
+    loaded = load_checkpoint(tmp_path / "run", data=tiny_mnist)
+    assert loaded.config == trainer.config
+    assert loaded.history == trainer.history
+    assert_same_state(trainer, loaded)
+    assert torch.equal(loaded.generator.get_state(), trainer.generator.get_state())
+    saved_opt, loaded_opt = optimizer_tensors(trainer), optimizer_tensors(loaded)
+    assert saved_opt.keys() == loaded_opt.keys() and saved_opt
+    assert all(torch.equal(torch.as_tensor(saved_opt[k]), torch.as_tensor(loaded_opt[k])) for k in saved_opt)
+    x = tiny_mnist.test_images[:50]
+    trainer.model.eval()
+    loaded.model.eval()
+    with torch.no_grad():
+        if model == "semi":
+            assert torch.equal(predict(trainer.model, x), predict(loaded.model, x))
+            assert torch.equal(trainer.model(x), loaded.model(x))
+        elif model == "saae":
+            labels = tiny_mnist.test_labels[:50]
+            z = trainer.model.encode(x)
+            assert torch.equal(trainer.model.decode(z, labels), loaded.model.decode(loaded.model.encode(x), labels))
+        else:
+            assert torch.equal(trainer.model(x), loaded.model(x))
+
+
+def test_checkpoint_to_an_explicit_file_name(tmp_path, tiny_mnist, tiny_options):
+    trainer = training.train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    path = save_checkpoint(trainer, tmp_path / "my_model.pt")
+    assert path == tmp_path / "my_model.pt"
+    assert_same_state(trainer, load_checkpoint(path, data=tiny_mnist, device="cpu"))
+
+
+@pytest.mark.parametrize("model", ["aae", "semi"])
+def test_exact_resume(model, tmp_path, tiny_mnist, tiny_options):
+    """2 epochs, save, load, 2 more == 4 uninterrupted epochs, bit for bit (on the CPU)."""
+    config = TrainConfig(model=model, epochs=4, **tiny_options)
+    first = Trainer(config, tiny_mnist)
+    first.fit(epochs=2, progress=False)
+    save_checkpoint(first, tmp_path / "half")
+    del first
+    resumed = load_checkpoint(tmp_path / "half", data=tiny_mnist)
+    assert len(resumed.history) == 2
+    resumed.fit(progress=False)  # up to the config's 4 epochs
+
+    straight = Trainer(config, tiny_mnist)
+    straight.fit(progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert without_time(resumed.history) == without_time(straight.history)
+    assert_same_state(resumed, straight)
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path, tiny_mnist, tiny_options):
+    trainer = training.train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    save_checkpoint(trainer, tmp_path)
+    save_checkpoint(trainer, tmp_path)  # overwriting too
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
+
+
+def test_failed_save_keeps_the_old_checkpoint(monkeypatch, tmp_path, tiny_mnist, tiny_options):
+    trainer = training.train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    path = save_checkpoint(trainer, tmp_path)
+    before = path.read_bytes()
+
+    def crash(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(trainer, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME]
+    assert path.read_bytes() == before
+
+
+def test_load_missing_checkpoint_gives_advice(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train"):
+        load_checkpoint(tmp_path)
+
+
+def test_generator_from_another_device_warns(tiny_mnist, tiny_options):
+    trainer = training.train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    state = trainer.state_dict()
+    state["generator_device"] = "cuda"
+    other = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
+    with pytest.warns(UserWarning, match="random stream"):
+        other.load_state_dict(state)
+    assert_same_state(trainer, other)
+
+
+# -- train_or_load ----------------------------------------------------------------------------------------------
+def test_runs_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAAE_RUNS_DIR", str(tmp_path))
+    assert checkpoints.runs_dir() == tmp_path
+    monkeypatch.delenv("SAAE_RUNS_DIR")
+    monkeypatch.setattr(settings, "FAST", True)
+    assert checkpoints.runs_dir().name == "runs-smoke"  # smoke models never land where real ones live
+    monkeypatch.setattr(settings, "FAST", False)
+    assert checkpoints.runs_dir().name == "runs"
+
+
+def test_train_or_load_reuses_a_matching_run(monkeypatch, capsys, isolated, tiny_mnist, tiny_options):
+    options = dict(model="ae", epochs=1, **tiny_options)
+    first = train_or_load("reuse_me", data=tiny_mnist, progress=False, **options)
+    assert (isolated.runs / "reuse_me" / CHECKPOINT_NAME).is_file()
+    assert "loaded" not in capsys.readouterr().out
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a matching run must be loaded, not trained again")
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    again = train_or_load("reuse_me", data=tiny_mnist, progress=False, **options)
+    assert "loaded 'reuse_me'" in capsys.readouterr().out
+    assert again.history == first.history
+    assert_same_state(first, again)
+
+
+def test_train_or_load_retrains_a_mismatching_run(capsys, isolated, tiny_mnist, tiny_options):
+    first = train_or_load("mismatch", data=tiny_mnist, progress=False, model="ae", epochs=1, seed=0, **tiny_options)
+    capsys.readouterr()
+    second = train_or_load("mismatch", data=tiny_mnist, progress=False, model="ae", epochs=1, seed=1, **tiny_options)
+    assert "other settings" in capsys.readouterr().out
+    assert second.config.seed == 1
+    assert without_time(second.history) != without_time(first.history)
+    saved = torch.load(isolated.runs / "mismatch" / CHECKPOINT_NAME, weights_only=True)
+    assert saved["config"]["seed"] == 1  # the new run replaced the old one
+
+
+def test_train_or_load_does_not_mix_smoke_and_real_runs(monkeypatch, capsys, tiny_mnist, tiny_options):
+    monkeypatch.setattr(settings, "FAST", True)
+    train_or_load("smoke_or_not", data=tiny_mnist, progress=False, model="ae", epochs=1, **tiny_options)
+    monkeypatch.setattr(settings, "FAST", False)
+    capsys.readouterr()
+    real = train_or_load("smoke_or_not", data=tiny_mnist, progress=False, model="ae", epochs=1, **tiny_options)
+    assert "other settings" in capsys.readouterr().out
+    assert real.state_dict()["smoke"] is False
+
+
+def test_train_or_load_ignores_the_device_name(monkeypatch, capsys, tiny_mnist, tiny_options):
+    """A run trained with device='cpu' is the same run when asked for with device='auto' on this machine."""
+    options = {**tiny_options, "model": "ae", "epochs": 1}
+    first = train_or_load("device_name", data=tiny_mnist, progress=False, **options)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("must be loaded, not trained"))
+    again = train_or_load("device_name", data=tiny_mnist, progress=False, **{**options, "device": "auto"})
+    assert "loaded" in capsys.readouterr().out
+    assert_same_state(first, again)

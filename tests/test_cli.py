@@ -1,0 +1,280 @@
+"""Tests for the command line, `python -m saae_lib {train,evaluate,sample,predict}`, in smoke mode.
+
+Most tests call `saae_lib.cli.main([...])` in-process (fast); two run `python -m saae_lib` as a real subprocess.
+The runs trained here use the smoke data set (3000 training, 1000 test images) and one epoch; to fit the suite's
+time budget on a small CPU, `cli.TrainConfig` is wrapped so the networks get 32-32 hidden layers instead of
+1000-1000 (every other option, and all the CLI code, is the real thing). The judge classifier of the supervised
+AAE is trained for real, once, into the session's SAAE_CACHE_DIR.
+"""
+
+import contextlib
+import functools
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from saae_lib import cli, metrics, settings
+from saae_lib.checkpoints import CHECKPOINT_NAME
+from saae_lib.digit_classifier import judge_path
+from saae_lib.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SIZE = 1000  # the smoke test set
+
+pytestmark = pytest.mark.usefixtures("isolated", "fast")
+
+
+def tiny_config(**options):
+    """TrainConfig with small hidden layers (the only change to what the CLI asks for)."""
+    options.setdefault("hidden", (32, 32))
+    return TrainConfig(**options)
+
+
+@contextlib.contextmanager
+def cli_environment(patcher, dirs):
+    patcher.setenv("SAAE_CACHE_DIR", str(dirs.cache))
+    patcher.setenv("SAAE_RUNS_DIR", str(dirs.runs))
+    patcher.setenv("SAAE_DATA_DIR", str(dirs.data))
+    patcher.setattr(settings, "FAST", True)
+    patcher.setattr(cli, "TrainConfig", tiny_config)
+    # the real judge and the real function, on 100 instead of 1000 generated digits per label
+    patcher.setattr(metrics, "generated_label_accuracy",
+                    functools.partial(metrics.generated_label_accuracy, n_per_label=100))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def tiny_cli(monkeypatch, session_dirs):
+    with cli_environment(monkeypatch, session_dirs):
+        yield
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, session_dirs):
+    """One-epoch smoke runs of five models trained through the CLI: their folders and printed output."""
+    base = tmp_path_factory.mktemp("cli_runs")
+    outputs = {}
+    with pytest.MonkeyPatch.context() as patcher, cli_environment(patcher, session_dirs):
+        for model, extra in (("aae", []), ("saae", []), ("semi", ["--labels", "100"]),
+                             ("cluster", ["--clusters", "12"]), ("supervised", ["--labels", "100"])):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = cli.main(["train", model, "--out", str(base / model), "--epochs", "1", "--device", "cpu",
+                                 *extra])
+            outputs[model] = SimpleNamespace(code=code, stdout=printed.getvalue())
+    return SimpleNamespace(dirs={m: base / m for m in outputs}, outputs=outputs, judge=session_dirs.cache)
+
+
+def run_main(argv):
+    """main() as the shell sees it: its exit code (argparse errors end in SystemExit)."""
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+# -- train --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["aae", "saae", "semi", "cluster", "supervised"])
+def test_train_writes_checkpoint_and_metrics(runs, model):
+    out, printed = runs.dirs[model], runs.outputs[model]
+    assert printed.code == 0
+    assert (out / CHECKPOINT_NAME).is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["model"] == model and saved["epochs"] == 1
+    assert "SMOKE" in saved["smoke"]
+    if model != "supervised":  # a classifier alone reconstructs nothing
+        assert 0 < saved["test_reconstruction_mse"] < 1
+    lines = printed.stdout.strip().splitlines()
+    assert "SMOKE RUN" in lines[0]
+    assert any(line.startswith("epoch 1/1:") for line in lines)
+    assert json.loads(lines[-1]) == saved  # the last line printed is the metrics, as JSON
+    state = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert state["config"]["model"] == model and state["smoke"] is True and len(state["history"]) == 1
+
+
+def test_train_metrics_per_model(runs):
+    aae = json.loads((runs.dirs["aae"] / "metrics.json").read_text())
+    assert aae["prior_match_mmd"] > -0.05
+    saae = json.loads((runs.dirs["saae"] / "metrics.json").read_text())
+    assert 0 <= saae["generated_label_accuracy"] <= 1
+    assert 0.5 < saae["judge_real_test_accuracy"] <= 1  # one smoke epoch still reads most digits
+    semi = json.loads((runs.dirs["semi"] / "metrics.json").read_text())
+    assert semi["n_labels"] == 100 and 0 <= semi["test_error"] <= 1
+    assert "test_error" not in aae and "generated_label_accuracy" not in aae
+    cluster = json.loads((runs.dirs["cluster"] / "metrics.json").read_text())
+    assert cluster["n_clusters"] == 12 and 0 <= cluster["test_clustering_error"] <= 1
+    supervised = json.loads((runs.dirs["supervised"] / "metrics.json").read_text())
+    assert supervised["n_labels"] == 100 and 0 <= supervised["test_error"] <= 1
+
+
+def test_judge_is_cached_in_the_cache_dir(runs):
+    path = judge_path()
+    assert path.parent == runs.judge and path.is_file()
+    assert "smoke" in path.name  # a smoke judge never stands in for the real one
+
+
+def test_resume_and_force(tmp_path):
+    out, straight = tmp_path / "run", tmp_path / "straight"
+    assert run_main(["train", "aae", "--out", out, "--epochs", "1", "--device", "cpu"]) == 0
+    assert run_main(["train", "aae", "--out", out, "--resume", "--epochs", "2", "--device", "cpu"]) == 0
+    history = torch.load(out / CHECKPOINT_NAME, weights_only=True)["history"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    # resuming is exact: the same numbers as two epochs in one go
+    assert run_main(["train", "aae", "--out", straight, "--epochs", "2", "--device", "cpu"]) == 0
+    uninterrupted = torch.load(straight / CHECKPOINT_NAME, weights_only=True)["history"]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in history] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in uninterrupted]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert run_main(["train", "aae", "--out", out, "--resume", "--epochs", "2"]) == 2  # nothing left to do
+    assert run_main(["train", "aae", "--out", out, "--epochs", "1", "--force", "--device", "cpu"]) == 0
+    assert len(torch.load(out / CHECKPOINT_NAME, weights_only=True)["history"]) == 1
+
+
+# -- evaluate, sample, predict --------------------------------------------------------------------------------------
+def test_evaluate_prints_one_json_object(runs, capsys):
+    assert run_main(["evaluate", runs.dirs["aae"], "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1
+    result = json.loads(out)
+    saved = json.loads((runs.dirs["aae"] / "metrics.json").read_text())
+    assert result["model"] == "aae" and result["epochs"] == 1
+    assert result["test_reconstruction_mse"] == pytest.approx(saved["test_reconstruction_mse"], rel=1e-5)
+    assert result["prior_match_mmd"] == pytest.approx(saved["prior_match_mmd"], rel=1e-5, abs=1e-6)
+
+
+def test_sample_aae(runs, tmp_path):
+    out = tmp_path / "aae.npz"
+    assert run_main(["sample", runs.dirs["aae"], "--n", 16, "--out", out]) == 0
+    with np.load(out) as arrays:
+        assert arrays["images"].dtype == np.uint8 and arrays["images"].shape == (16, 28, 28)
+        assert "labels" not in arrays
+        assert "SMOKE" in str(arrays["smoke"])
+
+
+def test_sample_is_seeded(runs, tmp_path):
+    paths = [tmp_path / f"{i}.npz" for i in range(3)]
+    for path, seed in zip(paths, (0, 0, 1), strict=True):
+        assert run_main(["sample", runs.dirs["aae"], "--n", 8, "--out", path, "--seed", seed]) == 0
+    first, again, other = (np.load(p)["images"] for p in paths)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_sample_saae_with_a_label(runs, tmp_path):
+    out = tmp_path / "threes.npz"
+    assert run_main(["sample", runs.dirs["saae"], "--n", 12, "--out", out, "--label", 3]) == 0
+    with np.load(out) as arrays:
+        assert arrays["images"].dtype == np.uint8 and arrays["images"].shape == (12, 28, 28)
+        assert arrays["labels"].shape == (12,) and (arrays["labels"] == 3).all()
+
+
+def test_sample_semi_with_random_labels(runs, tmp_path):
+    out = tmp_path / "semi.npz"
+    assert run_main(["sample", runs.dirs["semi"], "--n", 50, "--out", out]) == 0
+    with np.load(out) as arrays:
+        labels = arrays["labels"]
+        assert arrays["images"].shape == (50, 28, 28)
+        assert labels.min() >= 0 and labels.max() <= 9 and len(set(labels.tolist())) > 1
+
+
+@pytest.mark.parametrize("model", ["semi", "supervised", "cluster"])
+def test_predict(model, runs, tmp_path, capsys):
+    out = tmp_path / "predictions.npy"
+    assert run_main(["predict", runs.dirs[model], "--out", out]) == 0
+    predicted = np.load(out)
+    assert predicted.dtype == np.int64 and predicted.shape == (TEST_SIZE,)
+    # cluster ids are mapped to digits (-1 only for a cluster no training image fell into)
+    assert predicted.min() >= (-1 if model == "cluster" else 0) and predicted.max() <= 9
+    assert f"wrote {TEST_SIZE} predictions" in capsys.readouterr().out
+
+
+def test_sample_cluster_with_a_category(runs, tmp_path):
+    out = tmp_path / "category.npz"
+    assert run_main(["sample", runs.dirs["cluster"], "--n", 5, "--out", out, "--label", 11]) == 0
+    with np.load(out) as arrays:
+        assert arrays["images"].shape == (5, 28, 28) and (arrays["labels"] == 11).all()
+
+
+# -- help and bad arguments ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [[], ["train"], ["evaluate"], ["sample"], ["predict"]])
+def test_help_exits_zero(argv, capsys):
+    assert run_main([*argv, "--help"]) == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+BAD_ARGUMENTS = {
+    "unknown model": ["train", "vae", "--out", "{new}"],
+    "zero epochs": ["train", "aae", "--out", "{new}", "--epochs", "0"],
+    "prior needs 2-D": ["train", "aae", "--out", "{new}", "--prior", "mixture", "--latent-dim", "3"],
+    "labels not a multiple of 10": ["train", "semi", "--out", "{new}", "--labels", "15", "--epochs", "1"],
+    "existing run without --force": ["train", "aae", "--out", "{aae}", "--epochs", "1"],
+    "resume without checkpoint": ["train", "aae", "--out", "{new}", "--resume"],
+    "unknown device": ["evaluate", "{aae}", "--device", "nonsense"],
+    "evaluate an empty folder": ["evaluate", "{empty}"],
+    "label out of range": ["sample", "{saae}", "--n", "4", "--out", "{new}.npz", "--label", "12"],
+    "category out of range": ["sample", "{cluster}", "--n", "4", "--out", "{new}.npz", "--label", "12"],
+    "sample a classifier that has no decoder": ["sample", "{supervised}", "--n", "4", "--out", "{new}.npz"],
+    "label for an unconditioned model": ["sample", "{aae}", "--n", "4", "--out", "{new}.npz", "--label", "3"],
+    "no images": ["sample", "{aae}", "--n", "0", "--out", "{new}.npz"],
+    "sample to a non-npz file": ["sample", "{aae}", "--n", "4", "--out", "{new}.png"],
+    "predict with an aae": ["predict", "{aae}", "--out", "{new}.npy"],
+    "predict to a non-npy file": ["predict", "{semi}", "--out", "{new}.txt"],
+}
+if not torch.cuda.is_available():
+    BAD_ARGUMENTS["cuda without CUDA"] = ["train", "aae", "--out", "{new}", "--device", "cuda"]
+
+
+@pytest.mark.parametrize("argv", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_exit_2_with_a_message(argv, runs, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    places = {m: str(d) for m, d in runs.dirs.items()}
+    places |= {"new": str(tmp_path / "new"), "empty": str(tmp_path / "empty")}
+    before = sorted(p.name for p in runs.dirs["aae"].iterdir())
+    # an exception escaping main() would be a traceback for the user: it fails this test
+    assert run_main([arg.format(**places) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert not any(p.name.startswith("new") for p in tmp_path.iterdir())  # nothing written
+    assert sorted(p.name for p in runs.dirs["aae"].iterdir()) == before
+
+
+def test_existing_sample_needs_force(runs, tmp_path):
+    out = tmp_path / "taken.npz"
+    out.write_bytes(b"keep me")
+    assert run_main(["sample", runs.dirs["aae"], "--n", 4, "--out", out]) == 2
+    assert out.read_bytes() == b"keep me"
+    assert run_main(["sample", runs.dirs["aae"], "--n", 4, "--out", out, "--force"]) == 0
+    assert np.load(out)["images"].shape == (4, 28, 28)
+
+
+# -- the real command ---------------------------------------------------------------------------------------------
+def subprocess_env(session_dirs):
+    return {**os.environ, "SAAE_FAST": "1", "SAAE_DATA_DIR": str(session_dirs.data),
+            "SAAE_CACHE_DIR": str(session_dirs.cache), "SAAE_RUNS_DIR": str(session_dirs.runs),
+            "OMP_NUM_THREADS": "1"}
+
+
+def test_python_dash_m_evaluate(runs, session_dirs):
+    result = subprocess.run([sys.executable, "-m", "saae_lib", "evaluate", str(runs.dirs["aae"]), "--device", "cpu"],
+                            capture_output=True, text=True, cwd=ROOT, env=subprocess_env(session_dirs), timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["model"] == "aae"
+
+
+def test_python_dash_m_bad_arguments(session_dirs, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "saae_lib", "train", "aae", "--out", str(tmp_path / "x"),
+                             "--epochs", "0"],
+                            capture_output=True, text=True, cwd=ROOT, env=subprocess_env(session_dirs), timeout=300)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr and "--epochs" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,108 @@
+"""Tests for saae_lib.models: shapes, output ranges, label conditioning and argument checks."""
+
+import pytest
+import torch
+
+from saae_lib.models import AdversarialAutoencoder, Autoencoder, Decoder, SemiSupervisedAAE, mlp
+from saae_lib.priors import MixtureOfGaussiansPrior, make_prior
+
+HIDDEN = (32, 32)
+
+
+@pytest.fixture
+def images():
+    return torch.rand(6, 784, generator=torch.Generator().manual_seed(0))
+
+
+def test_mlp_layout():
+    net = mlp([4, 8, 3])
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear"]
+    assert net(torch.zeros(2, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("shape", [(6, 784), (6, 28, 28), (6, 1, 28, 28)])
+def test_autoencoder_shapes_and_range(images, shape):
+    torch.manual_seed(0)
+    model = Autoencoder(latent_dim=3, hidden=HIDDEN)
+    x = images.reshape(shape)
+    z = model.encode(x)
+    assert z.shape == (6, 3)
+    out = model(x)
+    assert out.shape == (6, 784)
+    assert out.min() >= 0 and out.max() <= 1
+    big = model.decode(torch.full((6, 3), 1e4))  # saturates the sigmoid, still in range
+    assert big.min() >= 0 and big.max() <= 1
+    assert model.kind == "ae"
+
+
+def test_autoencoder_refuses_labels(images):
+    model = Autoencoder(2, HIDDEN)
+    with pytest.raises(ValueError, match="not conditioned"):
+        model.decode(torch.zeros(6, 2), torch.zeros(6, dtype=torch.long))
+
+
+def test_aae_has_a_discriminator_on_the_codes():
+    model = AdversarialAutoencoder(latent_dim=4, hidden=HIDDEN)
+    assert model.kind == "aae" and model.prior.dim == 4
+    assert model.discriminator[0].in_features == 4
+    assert model.discriminate(torch.zeros(5, 4)).shape == (5, 1)
+    assert model.decoder.net[0].in_features == 4
+
+
+def test_saae_decoder_takes_label_and_code():
+    model = AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, supervised=True)
+    assert model.kind == "saae"
+    assert model.decoder.net[0].in_features == 12  # one-hot label (10) + z (2)
+    z = torch.randn(4, 2)
+    labels = torch.tensor([0, 3, 9, 3])
+    out = model.decode(z, labels)
+    assert out.shape == (4, 784) and out.min() >= 0 and out.max() <= 1
+    one_hot = torch.nn.functional.one_hot(labels, 10).float()
+    torch.testing.assert_close(model.decode(z, one_hot), out)
+    # the label matters: a different digit, a different image
+    assert not torch.allclose(model.decode(z, torch.tensor([1, 1, 1, 1])), out)
+
+
+def test_conditioned_decoder_without_labels_raises():
+    model = AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, supervised=True)
+    with pytest.raises(ValueError, match="pass labels"):
+        model.decode(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="0..9"):
+        model.decode(torch.zeros(2, 2), torch.tensor([0, 12]))
+
+
+def test_label_aware_discriminator_sees_the_label():
+    model = AdversarialAutoencoder(2, HIDDEN, prior=MixtureOfGaussiansPrior(), label_aware=True)
+    assert model.discriminator[0].in_features == 12
+    assert model.discriminate(torch.zeros(3, 2), torch.tensor([0, 1, 2])).shape == (3, 1)
+
+
+def test_aae_argument_checks():
+    with pytest.raises(ValueError, match="latent_dim"):
+        AdversarialAutoencoder(latent_dim=3, hidden=HIDDEN, prior=make_prior("mixture"))
+    with pytest.raises(ValueError, match="label_aware"):
+        AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, label_aware=True)  # Gaussian: no per-class regions
+
+
+@pytest.mark.parametrize("n_classes", [10, 16])
+def test_semi_supervised_shapes(images, n_classes):
+    model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_classes=n_classes)
+    y, z = model.encode(images)
+    assert y.shape == (6, n_classes) and z.shape == (6, 5)
+    torch.testing.assert_close(y.sum(1), torch.ones(6))
+    assert (y >= 0).all()
+    predicted = model.classify(images.reshape(6, 28, 28))
+    assert predicted.dtype == torch.int64 and predicted.shape == (6,)
+    assert torch.equal(predicted, y.argmax(1))
+    out = model(images)
+    assert out.shape == (6, 784) and out.min() >= 0 and out.max() <= 1
+    assert model.decoder.net[0].in_features == n_classes + 5
+    assert model.label_prior.dim == n_classes and model.prior.dim == 5
+    assert model.style_discriminator[0].in_features == 5
+    assert model.label_discriminator[0].in_features == n_classes
+
+
+def test_decoder_with_probability_vectors():
+    decoder = Decoder(latent_dim=2, hidden=HIDDEN, n_classes=10)
+    probabilities = torch.softmax(torch.randn(3, 10), dim=1)
+    assert decoder(torch.zeros(3, 2), probabilities).shape == (3, 784)

@@ -1,0 +1,201 @@
+"""Tests for saae_lib.training: configs, the shared loop for all five models, learning, determinism, NaN guard."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from saae_lib import settings, training
+from saae_lib.metrics import reconstruction_error
+from saae_lib.training import DEFAULTS, MODELS, TrainConfig, Trainer, predict, train
+
+LOSS_KEYS = {
+    "ae": {"reconstruction"},
+    "aae": {"reconstruction", "discriminator", "generator"},
+    "saae": {"reconstruction", "discriminator", "generator"},
+    "semi": {"reconstruction", "discriminator", "generator", "classification"},
+    "cluster": {"reconstruction", "discriminator", "generator"},
+    "supervised": {"classification"},
+}
+VALIDATION_KEYS = {"ae": {"val_reconstruction"}, "aae": {"val_reconstruction"}, "saae": {"val_reconstruction"},
+                   "semi": {"val_reconstruction", "val_error"}, "cluster": {"val_reconstruction"},
+                   "supervised": {"val_error"}}
+
+
+def without_time(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def parameters(model):
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def same_parameters(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- TrainConfig ------------------------------------------------------------------------------------------------
+def test_models_and_defaults_agree():
+    assert set(MODELS) == set(DEFAULTS) >= {"ae", "aae", "saae", "semi", "cluster"}
+    assert set(MODELS) == set(LOSS_KEYS)  # a new model needs its row in these tests
+
+
+def test_resolved_fills_model_defaults(full):
+    semi = TrainConfig(model="semi").resolved()
+    assert (semi.epochs, semi.latent_dim, semi.n_labels) == (
+        DEFAULTS["semi"]["epochs"], DEFAULTS["semi"]["latent_dim"], DEFAULTS["semi"]["n_labels"])
+    cluster = TrainConfig(model="cluster").resolved()
+    assert cluster.n_clusters == DEFAULTS["cluster"]["n_clusters"]
+    assert TrainConfig(model="ae", latent_dim=7).resolved().latent_dim == 7  # explicit values win
+    assert TrainConfig(model="ae", hidden=[8, 8]).resolved().hidden == (8, 8)
+
+
+def test_smoke_mode_caps_default_epochs_only(fast):
+    assert TrainConfig(model="aae").resolved().epochs == training.FAST_EPOCHS
+    assert TrainConfig(model="aae", epochs=5).resolved().epochs == 5
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(epochs=0), "epochs"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(latent_dim=0), "latent_dim"),
+    (dict(model="vae"), "unknown model"),
+    (dict(precision="fp8"), "precision"),
+    (dict(model="aae", prior="mixture", latent_dim=10), "2-D"),
+    (dict(model="aae", prior="laplace"), "unknown prior"),
+])
+def test_bad_configs_raise_value_error(options, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**options).resolved()
+
+
+def test_trainer_rejects_a_bad_config_before_any_work(tiny_mnist):
+    with pytest.raises(ValueError, match="epochs"):
+        Trainer(TrainConfig(model="ae", epochs=0), tiny_mnist)
+
+
+def test_semi_label_count_must_be_a_multiple_of_ten(tiny_mnist, tiny_options):
+    with pytest.raises(ValueError, match="multiple of 10"):
+        Trainer(TrainConfig(model="semi", epochs=1, n_labels=15, **tiny_options), tiny_mnist)
+
+
+# -- the loop for every model -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_one_epoch(model, tiny_mnist, tiny_options):
+    options = dict(n_clusters=4) if model == "cluster" else {}
+    records = []
+    trainer = train(model, data=tiny_mnist, epochs=1, progress=False, callback=lambda t, r: records.append(r),
+                    **options, **tiny_options)
+    assert len(trainer.history) == 1 and records == trainer.history
+    record = trainer.history[0]
+    assert set(record) == {"epoch", "seconds"} | LOSS_KEYS[model] | VALIDATION_KEYS[model]
+    assert record["epoch"] == 1
+    assert all(isinstance(v, float) for k, v in record.items() if k != "epoch")
+    if "reconstruction" in record:
+        assert 0 < record["reconstruction"] < 1  # binary cross-entropy per pixel
+        assert 0 < record["val_reconstruction"] < 1
+    if model in {"semi", "supervised"}:
+        assert 0 <= record["val_error"] <= 1
+        assert record["classification"] > 0
+        assert trainer.labeled[0].shape == (DEFAULTS[model]["n_labels"], 784)
+        assert torch.equal(torch.bincount(trainer.labeled[1], minlength=10),
+                           torch.full((10,), DEFAULTS[model]["n_labels"] // 10))
+    if model in {"semi", "cluster", "supervised"}:
+        predicted = predict(trainer.model, tiny_mnist.test_images)
+        n_classes = 4 if model == "cluster" else 10
+        assert predicted.shape == (len(tiny_mnist.test_images),)
+        assert 0 <= predicted.min() and predicted.max() < n_classes
+
+
+@pytest.mark.parametrize("prior", ["mixture", "swiss_roll"])
+def test_label_aware_aae_trains(prior, tiny_mnist, tiny_options):
+    trainer = train("aae", data=tiny_mnist, epochs=1, progress=False, prior=prior, label_aware=True, **tiny_options)
+    assert trainer.model.label_aware and trainer.model.prior.n_classes == 10
+    assert set(trainer.history[0]) >= LOSS_KEYS["aae"]
+
+
+def test_training_lowers_the_reconstruction_loss(tiny_mnist, tiny_options):
+    trainer = Trainer(TrainConfig(model="ae", epochs=3, **tiny_options), tiny_mnist)
+    fixed = tiny_mnist.val_images[:100]
+    before = reconstruction_error(trainer.model, fixed)
+    history = trainer.fit(progress=False)
+    after = reconstruction_error(trainer.model, fixed)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[2]["reconstruction"] < history[0]["reconstruction"]
+    assert history[2]["val_reconstruction"] < history[0]["val_reconstruction"]
+    assert after < before
+
+
+def test_fit_continues_up_to_the_requested_total(tiny_mnist, tiny_options):
+    trainer = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
+    trainer.fit(progress=False)
+    trainer.fit(epochs=2, progress=False)
+    assert [r["epoch"] for r in trainer.history] == [1, 2]
+    trainer.fit(epochs=2, progress=False)  # already there: nothing to do
+    assert len(trainer.history) == 2
+
+
+def test_same_seed_same_run_other_seed_other_run(tiny_mnist, tiny_options):
+    runs = [train("aae", data=tiny_mnist, epochs=2, seed=seed, progress=False, **tiny_options) for seed in (0, 0, 1)]
+    assert without_time(runs[0].history) == without_time(runs[1].history)
+    assert same_parameters(parameters(runs[0].model), parameters(runs[1].model))
+    assert reconstruction_error(runs[0].model, tiny_mnist.test_images) == reconstruction_error(
+        runs[1].model, tiny_mnist.test_images)
+    assert without_time(runs[0].history) != without_time(runs[2].history)
+    assert not same_parameters(parameters(runs[0].model), parameters(runs[2].model))
+
+
+def test_semi_is_deterministic(tiny_mnist, tiny_options):
+    a, b = (train("semi", data=tiny_mnist, epochs=1, seed=3, progress=False, **tiny_options) for _ in range(2))
+    assert without_time(a.history) == without_time(b.history)
+    assert torch.equal(predict(a.model, tiny_mnist.test_images), predict(b.model, tiny_mnist.test_images))
+
+
+def test_non_finite_loss_raises_with_advice(monkeypatch, tiny_mnist, tiny_options):
+    def poisoned(logits, x):
+        return F.binary_cross_entropy_with_logits(logits.float(), x) * float("nan")
+
+    monkeypatch.setattr(training, "reconstruction_loss", poisoned)
+    trainer = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
+    with pytest.raises(FloatingPointError, match="(?s)epoch 1.*Lower the learning rates"):
+        trainer.fit(progress=False)
+    assert trainer.history == []  # the broken epoch is not recorded
+
+
+def test_huge_learning_rate_is_caught(tiny_mnist, tiny_options):
+    trainer = Trainer(TrainConfig(model="aae", epochs=3, lr=1e12, adversarial_lr=1e12, **tiny_options), tiny_mnist)
+    with pytest.raises(FloatingPointError, match="adversarial_lr"):
+        trainer.fit(progress=False)
+
+
+@pytest.mark.skipif(not training.bf16_supported(torch.device("cpu")), reason="no bf16 on this CPU")
+def test_bf16_on_cpu(tiny_mnist, tiny_options):
+    trainer = train("aae", data=tiny_mnist, epochs=1, progress=False, **{**tiny_options, "precision": "bf16"})
+    assert trainer.use_bf16
+    assert 0 < trainer.history[0]["reconstruction"] < 1
+
+
+def test_fp32_does_not_autocast(tiny_mnist, tiny_options):
+    trainer = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
+    assert not trainer.use_bf16
+
+
+def test_validation_never_uses_the_test_set(monkeypatch, tiny_mnist, tiny_options):
+    seen = []
+    real = training.Trainer.validate
+
+    def spy(self):
+        seen.append(self.data.val_images.data_ptr())
+        return real(self)
+
+    monkeypatch.setattr(training.Trainer, "validate", spy)
+    trainer = train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    assert seen == [tiny_mnist.val_images.data_ptr()]
+    assert trainer.history[0]["val_reconstruction"] == pytest.approx(
+        reconstruction_error(trainer.model, tiny_mnist.val_images), rel=1e-6)
+
+
+def test_settings_fast_is_read_at_call_time(monkeypatch):
+    monkeypatch.setattr(settings, "FAST", True)
+    fast_epochs = TrainConfig(model="ae").resolved().epochs
+    monkeypatch.setattr(settings, "FAST", False)
+    assert fast_epochs == training.FAST_EPOCHS < TrainConfig(model="ae").resolved().epochs
