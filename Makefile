@@ -46,7 +46,7 @@ bench: $(STAMP)
 	SAAE_RUNS_DIR=$(CURDIR)/runs $(PY) -m saae_lib.bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check saae_lib tests notebooks
+	$(VENV)/bin/ruff check saae_lib scripts tests notebooks
 
 clean:
 	rm -rf _build runs notebooks/runs-smoke book/_static/mathjax

@@ -6,6 +6,7 @@ Loading uses `weights_only=True`: a checkpoint holds tensors and plain Python va
 
 import os
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def same_run(saved: dict, wanted: dict) -> bool:
     return {**saved, "device": None} == {**wanted, "device": None}
 
 
-def train_or_load(name: str, data: MNIST | None = None, progress: bool = True, **options) -> Trainer:
+def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = None, **options) -> Trainer:
     """Load the run `name` if it was trained before with exactly these options, else train it and save it.
 
     This lets a later chapter reuse a model an earlier chapter trained, while each chapter still runs alone.
@@ -88,10 +89,23 @@ def train_or_load(name: str, data: MNIST | None = None, progress: bool = True, *
             if state["generator_device"] != trainer.device.type:  # reused for evaluation: no stream to continue
                 state["generator"], state["generator_device"] = trainer.generator.get_state(), trainer.device.type
             trainer.load_state_dict(state)
-            print(f"loaded {name!r} ({len(trainer.history)} epochs) from {path}")
+            print(f"loaded {name!r} ({len(trainer.history)} epochs, trained earlier) from {shown(path)}")
             return trainer
-        print(f"{path} was trained with other settings: training {name!r} again")
+        print(f"{shown(path)} was trained with other settings: training {name!r} again")
     trainer = Trainer(config, data)
+    start = time.perf_counter()
     trainer.fit(progress=progress)
+    last = trainer.history[-1]
+    losses = ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in {"epoch", "seconds"})
+    print(f"trained {name!r}: {len(trainer.history)} epochs in {time.perf_counter() - start:.0f} s "
+          f"on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}); last epoch: {losses}")
     save_checkpoint(trainer, path)
     return trainer
+
+
+def shown(path: Path) -> str:
+    """A path as the reader should see it: relative to the working folder when possible."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)

@@ -66,15 +66,16 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.2, 0.5, 1.0, 2.0, 5.0)) 
     return float(within_x + within_y - 2 * kxy.mean())
 
 
-def prior_match(model, images, n=2000, seed=0) -> float:
-    """MMD between the codes of `n` images and `n` samples of the model's prior (lower is a better match).
+def prior_match(model, images, n=2000, seed=0, prior=None) -> float:
+    """MMD between the codes of `n` images and `n` samples of a prior (lower is a better match).
 
-    An autoencoder has no prior of its own; it is compared with the standard Gaussian, the AAE's default prior.
+    The prior defaults to the model's own; an autoencoder has none, so it is compared with the standard
+    Gaussian (the AAE's default prior) unless another `prior` is given.
     """
     from .priors import GaussianPrior
 
     codes = encode(model, images[:n])
-    prior = getattr(model, "prior", None) or GaussianPrior(codes.shape[1])
+    prior = prior or getattr(model, "prior", None) or GaussianPrior(codes.shape[1])
     samples = prior.sample(len(codes), generator=torch.Generator().manual_seed(seed))
     return mmd(codes.cpu(), samples)
 

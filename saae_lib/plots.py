@@ -121,6 +121,7 @@ def _finish(fig, title=None):
     if note:
         # supxlabel sits at the bottom and the constrained layout makes room for it; setting it again replaces it
         fig.supxlabel(note, color=SMOKE_COLOR, fontweight="bold", fontsize=10)
+    plt.close(fig)  # detach from pyplot, so a notebook shows the figure once (as the cell's value), not twice
     return fig
 
 
@@ -342,8 +343,8 @@ def manifold_grid(decode, extent=3.0, n=20, labels=None, title=None, ax=None):
         # ticks at round code values: pixel position of a value z, with cell centres at the decoded codes
         values = np.linspace(-extent, extent, 5)
         position = (values + extent) / (2 * extent) * (n - 1) * IMAGE_SIDE + (IMAGE_SIDE - 1) / 2
-        ax.set_xticks(position, [f"{v:g}" for v in values])
-        ax.set_yticks(position, [f"{v:g}" for v in values[::-1]])
+        ax.set_xticks(position, [f"{v:.3g}" for v in values])
+        ax.set_yticks(position, [f"{v:.3g}" for v in values[::-1]])
         ax.set(xlabel="$z_1$", ylabel="$z_2$")
         if title:
             ax.set_title(title)

@@ -12,6 +12,10 @@ import torch
 FAST = os.environ.get("SAAE_FAST", "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
+# Progress bars (tqdm) while training; `make notebooks` turns them off so stored outputs stay clean.
+PROGRESS = os.environ.get("SAAE_PROGRESS", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
 def smoke_note() -> str:
     """A warning stamped on every output of a smoke run; empty in a real run."""
     if not FAST:

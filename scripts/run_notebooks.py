@@ -6,6 +6,7 @@ Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m sa
 """
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,13 +24,16 @@ def main(paths):
     if settings.FAST:
         sys.exit("make notebooks stores the book's outputs: unset SAAE_FAST (smoke mode is for tests only)")
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
+    os.environ["SAAE_PROGRESS"] = "0"  # the kernel inherits it: no progress-bar fragments in stored outputs
     label = machine_label(settings.pick_device())
     record_path = ROOT / RESULTS_DIR / f"chapters-{label}.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
-        NotebookClient(notebook, timeout=None, kernel_name="python3", resources={"metadata": {"path": path.parent}}).execute()
+        client = NotebookClient(notebook, timeout=None, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        client.execute()
         seconds = time.perf_counter() - start
         nbformat.write(notebook, path)
         record["seconds"][path.stem] = round(seconds, 1)

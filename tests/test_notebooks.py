@@ -50,6 +50,6 @@ def test_notebook_metadata_is_stripped():
 
 
 def test_ruff_is_clean_on_library_tests_and_notebooks():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "saae_lib", "tests", "notebooks"],
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "saae_lib", "scripts", "tests", "notebooks"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
