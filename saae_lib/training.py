@@ -31,8 +31,11 @@ from .priors import make_prior
 MODELS = ("ae", "aae", "saae", "semi", "cluster", "supervised")
 
 # Recommended full-quality settings per model: the chapters, the CLI and the benchmarks all start from these.
-# Batches of 500 (not the paper's 100) keep a 2-core CPU near its bf16 peak; the learning rates are doubled to match.
-_ADVERSARIAL = dict(batch_size=500, lr=2e-3, adversarial_lr=2e-4)
+# Batches of 500 (not the paper's 100) keep a 2-core CPU near its peak; the learning rates are doubled to match.
+# All three phases share one learning rate, as in the reference implementation. A weaker adversary (2e-4) loses the
+# game as training goes on (measured, Gaussian prior: MMD to the prior 0.061 after 3 epochs, 0.109 after 15, codes of
+# the 1s far outside the prior), while 2e-3 gives MMD 0.006 after 3 epochs for +0.004 validation MSE.
+_ADVERSARIAL = dict(batch_size=500, lr=2e-3, adversarial_lr=2e-3)
 DEFAULTS = {
     "ae": dict(epochs=15, latent_dim=2, batch_size=500, lr=2e-3),
     "aae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),

@@ -38,9 +38,9 @@ def main(paths):
         nbformat.write(notebook, path)
         record["seconds"][path.stem] = round(seconds, 1)
         record["device"] = label
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=2) + "\n")  # after each chapter: an interrupted run keeps its times
         print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Tests for the benchmark report (`saae_lib.bench`): the markdown it generates from results files.
+
+The measurements themselves are not run here (they take minutes); these tests check that a results file turns into
+the tables of the book's Results page, that chapter wall-time files are not mistaken for machine results, and that
+the benchmark refuses smoke mode.
+"""
+
+import json
+
+import pytest
+
+from saae_lib import bench
+
+
+def stats(mean, std=0.0, n=1):
+    return {"mean": mean, "std": std, "n": n}
+
+
+def fake_result():
+    return {
+        "machine": {"processor": "x86_64", "cpu_cores": 2, "torch": "2.x", "saae_lib": "0.1.0", "commit": "abc1234",
+                    "device": "cpu"},
+        "date": "2026-01-01",
+        "speed": {"repeats": 3, "seconds_per_epoch_median": {"conventional_aae": 30.0, "aae_bf16": 10.0},
+                  "aae_speedup_vs_conventional": 3.0, "aae_library_tflops": 0.3},
+        "chapters": {"seconds": {"01_autoencoder": 120.0, "02_adversarial_autoencoder": 600.0}},
+        "quality": {"semi_100": {"test_error": stats(0.05, 0.01, 3)},
+                    "ae": {"test_reconstruction_mse": stats(0.0365), "prior_match_mmd": stats(0.4)}},
+    }
+
+
+def test_markdown_has_every_measured_figure():
+    text = "\n".join(bench.markdown_for("cpu-2c", fake_result()))
+    assert "## Measured on cpu-2c" in text
+    assert "| AAE, conventional: torchvision `MNIST` + `DataLoader`, batch 100, fp32 | 30.00 |" in text
+    assert "| AAE, saae_lib, bf16 | 10.00 |" in text
+    assert "**3.0×** (target ≥ 3×); 300 GFLOP/s" in text
+    assert "| **all four** | **12.0** |" in text  # 720 s
+    assert "| semi-supervised error, 100 labels | 5.00 % ± 1.00 % (n=3) | ≤ 2.5 % | 1.90 % |" in text
+    assert "| AE test reconstruction MSE | 0.0365 (n=1) |" in text
+    assert "1000 labels" not in text  # runs that were not measured get no row
+
+
+def test_write_markdown_skips_chapter_time_files(tmp_path):
+    (tmp_path / "cpu-2c.json").write_text(json.dumps(fake_result()))
+    (tmp_path / "chapters-cpu-2c.json").write_text(json.dumps({"seconds": {"01_autoencoder": 1.0}}))
+    out = bench.write_markdown(tmp_path)
+    text = out.read_text()
+    assert text.count("## Measured on") == 1
+    assert "chapters-" not in text
+
+
+def test_benchmark_refuses_smoke_mode(monkeypatch, capsys):
+    monkeypatch.setattr(bench.settings, "FAST", True)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--only", "speed"])
+    assert exit_info.value.code == 2
+    assert "unset SAAE_FAST" in capsys.readouterr().err
