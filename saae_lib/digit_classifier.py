@@ -42,11 +42,12 @@ def judge_path() -> Path:
     return settings.cache_dir() / f"digit_classifier-v{JUDGE_VERSION}{suffix}.pt"
 
 
-def train_digit_classifier(epochs=3, seed=0, device=None, progress=True) -> tuple[DigitClassifier, float]:
+def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tuple[DigitClassifier, float]:
     """Train the judge on all 60k training images; return it with its accuracy on the 10k test images."""
     from tqdm.auto import tqdm
 
     device = settings.pick_device(device)
+    progress = settings.PROGRESS if progress is None else progress  # SAAE_PROGRESS=0: no bar in stored outputs
     raw = ensure_mnist_files()
     train_x, train_y = read_split(raw, train=True)
     test_x, test_y = read_split(raw, train=False)
@@ -71,8 +72,8 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=True) -> tupl
     return model, accuracy
 
 
-def load_judge(device=None, progress=True) -> tuple[DigitClassifier, float]:
-    """The cached judge and its real-test accuracy, training it first (about a minute on a CPU) if needed."""
+def load_judge(device=None, progress=None) -> tuple[DigitClassifier, float]:
+    """The cached judge and its real-test accuracy, training it first (one to four minutes on a CPU) if needed."""
     from .checkpoints import atomic_save
 
     path = judge_path()

@@ -39,7 +39,8 @@ def main(paths):
         record["seconds"][path.stem] = round(seconds, 1)
         record["device"] = label
         record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")  # after each chapter: an interrupted run keeps its times
+        # written after each chapter, so that an interrupted run keeps the times it measured
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
 
 

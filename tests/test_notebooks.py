@@ -32,6 +32,8 @@ def test_stored_outputs_come_from_one_full_run(path):
     assert not [o for o in outputs if o["output_type"] == "error"], f"{path.name} stores an error output"
     assert "smoke" not in json.dumps(outputs).lower(), (
         f"{path.name} stores outputs of a smoke run (SAAE_FAST=1); the book shows full runs: run `make notebooks`")
+    bars = [o for o in outputs if o["output_type"] == "stream" and "it/s]" in "".join(o.get("text", ""))]
+    assert not bars, f"{path.name} stores progress-bar fragments: run `make notebooks` (it sets SAAE_PROGRESS=0)"
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 3, f"{path.name} stores only {len(figures)} figures; expected a figure after each step"
 
