@@ -47,7 +47,7 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tupl
     from tqdm.auto import tqdm
 
     device = settings.pick_device(device)
-    progress = settings.PROGRESS if progress is None else progress  # SAAE_PROGRESS=0: no bar in stored outputs
+    progress = settings.show_progress(progress)
     raw = ensure_mnist_files()
     train_x, train_y = read_split(raw, train=True)
     test_x, test_y = read_split(raw, train=False)

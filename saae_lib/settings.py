@@ -16,6 +16,11 @@ FAST = os.environ.get("SAAE_FAST", "0").strip().lower() in {"1", "true", "yes", 
 PROGRESS = os.environ.get("SAAE_PROGRESS", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
+def show_progress(progress: bool | None = None) -> bool:
+    """An explicit choice wins; None means PROGRESS (SAAE_PROGRESS=0: no bars in stored notebook outputs)."""
+    return PROGRESS if progress is None else progress
+
+
 def smoke_note() -> str:
     """A warning stamped on every output of a smoke run; empty in a real run."""
     if not FAST:

@@ -166,7 +166,7 @@ class Trainer:
 
         progress: show a tqdm bar (default: on, unless SAAE_PROGRESS=0)."""
         total = self.config.epochs if epochs is None else epochs
-        progress = settings.PROGRESS if progress is None else progress
+        progress = settings.show_progress(progress)
         bar = tqdm(range(len(self.history) + 1, total + 1), desc=f"{self.config.model} epochs",
                    disable=not progress, leave=True)
         for epoch in bar:

@@ -15,7 +15,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from saae_lib import settings
-from saae_lib.bench import RESULTS_DIR, machine_label
+from saae_lib.bench import RESULTS_DIR, chapters_path, machine_label
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,9 @@ def main(paths):
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
     os.environ["SAAE_PROGRESS"] = "0"  # the kernel inherits it: no progress-bar fragments in stored outputs
     label = machine_label(settings.pick_device())
-    record_path = ROOT / RESULTS_DIR / f"chapters-{label}.json"
+    record_path = chapters_path(label, ROOT / RESULTS_DIR)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
+    record_path.parent.mkdir(parents=True, exist_ok=True)
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
@@ -38,7 +39,6 @@ def main(paths):
         nbformat.write(notebook, path)
         record["seconds"][path.stem] = round(seconds, 1)
         record["device"] = label
-        record_path.parent.mkdir(parents=True, exist_ok=True)
         # written after each chapter, so that an interrupted run keeps the times it measured
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
