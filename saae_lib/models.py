@@ -96,8 +96,9 @@ class AdversarialAutoencoder(Autoencoder):
     """An autoencoder whose codes a discriminator pushes towards samples of `prior`.
 
     supervised=True gives the supervised AAE: the decoder also sees the one-hot label, so z is free to hold only
-    the style. label_aware=True feeds the label to the discriminator too and matches each class to its own region
-    of a mixture or swiss-roll prior.
+    the style. label_aware=True feeds the one-hot label to the discriminator too, which then matches q(z | y) to
+    p(z | y) for every class: each class's own region of a mixture or swiss-roll prior, or, for a Gaussian prior,
+    the same N(0, I) for every class (the codes of no digit may sit apart).
     """
 
     kind = "aae"
@@ -108,18 +109,17 @@ class AdversarialAutoencoder(Autoencoder):
         self.prior = prior if prior is not None else make_prior("gaussian", latent_dim)
         if self.prior.dim != latent_dim:
             raise ValueError(f"prior is {self.prior.dim}-D but latent_dim is {latent_dim}")
-        if label_aware and not self.prior.n_classes:
-            raise ValueError(f"label_aware needs a prior with one region per class, not {self.prior}")
+        if label_aware and self.prior.n_classes not in (0, N_CLASSES):
+            raise ValueError(f"label_aware needs a prior with {N_CLASSES} regions (one per digit), not {self.prior}")
         if supervised:
             self.kind = "saae"
             self.decoder = Decoder(latent_dim, hidden, n_classes=N_CLASSES)
         self.label_aware = label_aware
-        extra = self.prior.n_classes if label_aware else 0
-        self.discriminator = mlp([latent_dim + extra, *hidden, 1])
+        self.discriminator = mlp([latent_dim + (N_CLASSES if label_aware else 0), *hidden, 1])
 
     def discriminate(self, z, labels=None):
         if self.label_aware:
-            z = torch.cat([z, F.one_hot(labels, self.prior.n_classes).to(z.dtype)], dim=1)
+            z = torch.cat([z, F.one_hot(labels, N_CLASSES).to(z.dtype)], dim=1)
         return self.discriminator(z)
 
 

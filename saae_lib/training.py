@@ -42,8 +42,10 @@ DEFAULTS = {
     "saae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),
     # The categorical discriminator needs a stronger generator phase than the 2-D AAEs (measured: validation error
     # after 4 epochs, 100 labels, 13.3 % with adversarial_lr 2e-4 and 11.5 % with 1e-3).
-    "semi": dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
-    "cluster": dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
+    "semi": dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, balance=0.0,
+                 **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
+    "cluster": dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, balance=0.0,
+                    **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
     "supervised": dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, batch_size=500, lr=2e-3),
 }
 FAST_EPOCHS = 2
@@ -60,10 +62,11 @@ class TrainConfig:
     hidden: tuple[int, ...] = (1000, 1000)
     prior: str = "gaussian"
     prior_std: float = 1.0
-    label_aware: bool = False  # aae/saae: match each class to its own region of a mixture/swiss-roll prior
+    label_aware: bool = False  # aae/saae: the discriminator sees the label, matching q(z|y) to p(z|y) per class
     n_labels: int | None = None  # semi: size of the class-balanced labeled subset
     n_clusters: int | None = None  # cluster: number of categories
     input_noise: float | None = None  # semi/cluster: std of Gaussian noise added to encoder inputs
+    balance: float | None = None  # semi/cluster: weight of the batch balance term (see balance_penalty)
     lr: float | None = None  # reconstruction phase (and cross-entropy phase)
     adversarial_lr: float | None = None  # discriminator and generator phases
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16" or "fp32"
@@ -290,7 +293,8 @@ def autoencoder_step(trainer: Trainer, x, y):
 def adversarial_step(trainer: Trainer, x, y):
     model = trainer.model
     conditioning = F.one_hot(y, N_CLASSES).float() if model.kind == "saae" else None
-    prior_labels = y if model.label_aware else None
+    discriminator_labels = y if model.label_aware else None
+    prior_labels = discriminator_labels if model.prior.n_classes else None  # a Gaussian is the same for every class
 
     # 1. Reconstruction: encoder and decoder.
     with trainer.autocast():
@@ -302,13 +306,13 @@ def adversarial_step(trainer: Trainer, x, y):
     with trainer.autocast():
         with torch.no_grad():
             fake = model.encoder(x)
-        discriminator = bce(model.discriminate(real, prior_labels), 1.0) + bce(
-            model.discriminate(fake, prior_labels), 0.0)
+        discriminator = bce(model.discriminate(real, discriminator_labels), 1.0) + bce(
+            model.discriminate(fake, discriminator_labels), 0.0)
     trainer.update("discriminator", discriminator)
 
     # 3. Generator: the encoder learns to make codes the discriminator calls real.
     with trainer.autocast(), frozen(model.discriminator):
-        generator = bce(model.discriminate(model.encoder(x), prior_labels), 1.0)
+        generator = bce(model.discriminate(model.encoder(x), discriminator_labels), 1.0)
     trainer.update("generator", generator)
     return {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator}
 
@@ -335,14 +339,27 @@ def semi_supervised_step(trainer: Trainer, x, y):
     # 3. Generator: the encoder fools both.
     with trainer.autocast(), frozen(model.label_discriminator, model.style_discriminator):
         logits, z = model.encoder(trainer.noisy(x))
-        generator = bce(model.label_discriminator(logits.softmax(1)), 1.0) + bce(model.style_discriminator(z), 1.0)
-    trainer.update("generator", generator)
-    losses = {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator}
+        probabilities = logits.softmax(1)
+        generator = bce(model.label_discriminator(probabilities), 1.0) + bce(model.style_discriminator(z), 1.0)
+        imbalance = balance_penalty(probabilities)
+    trainer.update("generator", generator + trainer.config.balance * imbalance if trainer.config.balance else generator)
+    losses = {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator,
+              "imbalance": imbalance}
 
     # 4. Semi-supervised: cross-entropy on a batch drawn from the small labeled subset.
     if trainer.labeled is not None:
         losses.update(supervised_step(trainer, x, y))
     return losses
+
+
+def balance_penalty(probabilities):
+    """log K - H(mean of the batch's category probabilities): 0 when the batch uses all K categories equally.
+
+    The categorical discriminator judges one code at a time, so codes that are all confidently one-hot pass it
+    even when they use only a few categories; this batch-level term (CatGAN's marginal entropy) sees that.
+    """
+    mean = probabilities.float().mean(dim=0)
+    return math.log(len(mean)) + (mean * mean.clamp_min(1e-12).log()).sum()
 
 
 def supervised_step(trainer: Trainer, x, y):

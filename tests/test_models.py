@@ -80,8 +80,16 @@ def test_label_aware_discriminator_sees_the_label():
 def test_aae_argument_checks():
     with pytest.raises(ValueError, match="latent_dim"):
         AdversarialAutoencoder(latent_dim=3, hidden=HIDDEN, prior=make_prior("mixture"))
-    with pytest.raises(ValueError, match="label_aware"):
-        AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, label_aware=True)  # Gaussian: no per-class regions
+    with pytest.raises(ValueError, match="label_aware"):  # five petals cannot hold ten digits
+        AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, prior=MixtureOfGaussiansPrior(5), label_aware=True)
+
+
+def test_class_conditional_discriminator_with_a_gaussian_prior():
+    """label_aware with a Gaussian: D(z, y) judges each digit's codes against the same N(0, I)."""
+    model = AdversarialAutoencoder(2, HIDDEN, supervised=True, label_aware=True)
+    assert model.discriminator[0].in_features == 12
+    z = torch.zeros(2, 2)
+    assert not torch.equal(model.discriminate(z, torch.tensor([0, 0])), model.discriminate(z, torch.tensor([0, 1])))
 
 
 @pytest.mark.parametrize("n_classes", [10, 16])

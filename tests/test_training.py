@@ -1,19 +1,21 @@
 """Tests for saae_lib.training: configs, the shared loop for all five models, learning, determinism, NaN guard."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from saae_lib import settings, training
 from saae_lib.metrics import reconstruction_error
-from saae_lib.training import DEFAULTS, MODELS, TrainConfig, Trainer, predict, train
+from saae_lib.training import DEFAULTS, MODELS, TrainConfig, Trainer, balance_penalty, predict, train
 
 LOSS_KEYS = {
     "ae": {"reconstruction"},
     "aae": {"reconstruction", "discriminator", "generator"},
     "saae": {"reconstruction", "discriminator", "generator"},
-    "semi": {"reconstruction", "discriminator", "generator", "classification"},
-    "cluster": {"reconstruction", "discriminator", "generator"},
+    "semi": {"reconstruction", "discriminator", "generator", "imbalance", "classification"},
+    "cluster": {"reconstruction", "discriminator", "generator", "imbalance"},
     "supervised": {"classification"},
 }
 VALIDATION_KEYS = {"ae": {"val_reconstruction"}, "aae": {"val_reconstruction"}, "saae": {"val_reconstruction"},
@@ -111,6 +113,28 @@ def test_label_aware_aae_trains(prior, tiny_mnist, tiny_options):
     trainer = train("aae", data=tiny_mnist, epochs=1, progress=False, prior=prior, label_aware=True, **tiny_options)
     assert trainer.model.label_aware and trainer.model.prior.n_classes == 10
     assert set(trainer.history[0]) >= LOSS_KEYS["aae"]
+
+
+def test_class_conditional_saae_trains(tiny_mnist, tiny_options):
+    trainer = train("saae", data=tiny_mnist, epochs=1, progress=False, label_aware=True, **tiny_options)
+    assert trainer.model.label_aware and trainer.model.discriminator[0].in_features == 12
+    assert set(trainer.history[0]) >= LOSS_KEYS["saae"]
+
+
+def test_balance_penalty_sees_what_one_code_at_a_time_cannot():
+    """Confident one-hot codes pass the categorical discriminator one by one; only the batch shows the collapse."""
+    uniform_use = torch.eye(4).repeat(3, 1)  # every category used equally
+    collapsed = torch.eye(4)[[0, 0, 0, 1]].repeat(3, 1)
+    assert balance_penalty(uniform_use).item() == pytest.approx(0.0, abs=1e-6)
+    assert balance_penalty(collapsed).item() > 0.4
+    assert balance_penalty(torch.eye(4)[[2] * 12]).item() == pytest.approx(math.log(4), rel=1e-5)
+
+
+def test_balance_weight_changes_the_generator_update(tiny_mnist, tiny_options):
+    options = dict(epochs=1, n_clusters=4, progress=False, **tiny_options)
+    plain, balanced = train("cluster", data=tiny_mnist, **options), train(
+        "cluster", data=tiny_mnist, balance=5.0, **options)
+    assert plain.history[0]["reconstruction"] != balanced.history[0]["reconstruction"]
 
 
 def test_training_lowers_the_reconstruction_loss(tiny_mnist, tiny_options):
