@@ -25,7 +25,8 @@ def fake_result():
                   "aae_speedup_vs_conventional": 3.0, "aae_library_tflops": 0.3},
         "chapters": {"seconds": {"01_autoencoder": 120.0, "02_adversarial_autoencoder": 600.0}},
         "quality": {"semi_100": {"test_error": stats(0.05, 0.01, 3)},
-                    "ae": {"test_reconstruction_mse": stats(0.0365), "prior_match_mmd": stats(0.4)}},
+                    "ae": {"test_reconstruction_mse": stats(0.0365), "prior_match_mmd": stats(0.4)},
+                    "saae_conditional": {"generated_label_accuracy": stats(0.9997)}},
     }
 
 
@@ -38,6 +39,7 @@ def test_markdown_has_every_measured_figure():
     assert "| **all four** | **12.0** |" in text  # 720 s
     assert "| semi-supervised error, 100 labels | 5.00 % ± 1.00 % (n=3) | ≤ 2.5 % | 1.90 % |" in text
     assert "| AE test reconstruction MSE | 0.0365 (n=1) |" in text
+    assert "| the same with a class-conditional discriminator D(z, y) | 99.97 % (n=1) | ≥ 99 % of ceiling | - |" in text
     assert "1000 labels" not in text  # runs that were not measured get no row
 
 
