@@ -87,6 +87,10 @@ def command_train(args, parser) -> int:
             options["prior"] = args.prior
         if args.batch_size is not None:
             options["batch_size"] = args.batch_size
+        if args.label_aware:
+            options["label_aware"] = True
+        if args.balance is not None:
+            options["balance"] = args.balance
         try:
             trainer = Trainer(TrainConfig(**options))
         except ValueError as error:  # e.g. --labels not a multiple of 10, bf16 where it is not supported
@@ -204,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--labels", type=positive_int, help="semi: labeled training images (multiple of 10)")
     train.add_argument("--clusters", type=positive_int, help="cluster: number of clusters")
     train.add_argument("--prior", choices=sorted(PRIORS), help="aae/saae: prior on z (default gaussian)")
+    train.add_argument("--label-aware", action="store_true",
+                       help="aae/saae: the discriminator also sees the label, D(z, y): q(z|y) matched per class")
+    train.add_argument("--balance", type=float, help="semi/cluster: weight of the batch balance term")
     train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     train.add_argument("--seed", type=int, default=0)

@@ -139,6 +139,19 @@ def test_resume_and_force(tmp_path):
 
 
 # -- evaluate, sample, predict --------------------------------------------------------------------------------------
+def test_train_options_for_the_fixes(tmp_path):
+    """--label-aware (D(z, y)) and --balance reach the training config."""
+    assert run_main(["train", "saae", "--out", tmp_path / "saae", "--epochs", "1", "--device", "cpu",
+                     "--label-aware"]) == 0
+    saae = torch.load(tmp_path / "saae" / CHECKPOINT_NAME, weights_only=True)
+    assert saae["config"]["label_aware"] is True
+    assert saae["model"]["discriminator.0.weight"].shape[1] == 2 + 10  # z and the one-hot label
+    assert run_main(["train", "cluster", "--out", tmp_path / "cluster", "--epochs", "1", "--device", "cpu",
+                     "--clusters", "4", "--balance", "2.5"]) == 0
+    cluster = torch.load(tmp_path / "cluster" / CHECKPOINT_NAME, weights_only=True)
+    assert cluster["config"]["balance"] == 2.5
+
+
 def test_evaluate_prints_one_json_object(runs, capsys):
     assert run_main(["evaluate", runs.dirs["aae"], "--device", "cpu"]) == 0
     out = capsys.readouterr().out.strip()
