@@ -5,7 +5,7 @@ A step gets one batch and runs the model's phases in order, each phase one optim
   aae     reconstruction -> discriminator (prior samples vs codes) -> generator (encoder fools discriminator)
   saae    the same, with the one-hot label fed to the decoder
   semi    reconstruction -> both discriminators -> generator -> cross-entropy on a labeled batch
-  cluster semi without labels: k categories play the clusters
+  cluster semi without labels: k categories play the clusters (kept in use by a batch balance term)
   supervised  the semi model's encoder with only the cross-entropy phase: the baseline semi must beat
 """
 
@@ -39,6 +39,8 @@ _ADVERSARIAL = dict(batch_size=500, lr=2e-3, adversarial_lr=2e-3)
 DEFAULTS = {
     "ae": dict(epochs=15, latent_dim=2, batch_size=500, lr=2e-3),
     "aae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),
+    # label_aware=True (a class-conditional discriminator) is not the default, to keep the paper's model, but it
+    # closes the gap to the judge's ceiling (H200, seed 0: generated digits read correctly 96.2 % -> 99.97 %).
     "saae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),
     # The categorical discriminator needs a stronger generator phase than the 2-D AAEs (measured: validation error
     # after 4 epochs, 100 labels, 13.3 % with adversarial_lr 2e-4 and 11.5 % with 1e-3).
