@@ -1,5 +1,6 @@
-"""Numbers that compare models: reconstruction error, prior match, classification and clustering error,
-and the label accuracy of generated digits as judged by an independent classifier."""
+"""Numbers that compare models: reconstruction error, prior match, what the codes know about the digit,
+classification and clustering error, and the label accuracy of generated digits as judged by an independent
+classifier."""
 
 import torch
 
@@ -78,6 +79,16 @@ def prior_match(model, images, n=2000, seed=0, prior=None) -> float:
     prior = prior or getattr(model, "prior", None) or GaussianPrior(codes.shape[1])
     samples = prior.sample(len(codes), generator=torch.Generator().manual_seed(seed))
     return mmd(codes.cpu(), samples)
+
+
+def nearest_code_accuracy(model, images, labels, reference_images, reference_labels) -> float:
+    """How much the codes know about the digit: each image takes the label of the reference image whose code is
+    nearest (a 1-nearest-neighbour classifier on the codes); chance is 1 / 10."""
+    if len(labels) != len(images) or len(reference_labels) != len(reference_images):
+        raise ValueError("nearest_code_accuracy needs one label per image and one per reference image")
+    distances = torch.cdist(encode(model, images), encode(model, reference_images))
+    guess = check_labels(reference_labels)[distances.argmin(dim=1)]
+    return float((guess == check_labels(labels)).float().mean())
 
 
 def classification_error(predicted: torch.Tensor, labels: torch.Tensor) -> float:

@@ -186,3 +186,16 @@ def test_generated_label_accuracy_with_a_perfect_and_a_blind_judge():
 def test_generated_label_accuracy_needs_a_supervised_model():
     with pytest.raises(ValueError, match="supervised"):
         metrics.generated_label_accuracy(IdentityModel(), ReadingJudge())
+
+
+def test_nearest_code_accuracy_reads_the_digit_off_the_codes():
+    """Codes that are the digit itself give a perfect guess; codes that ignore it give the majority's share."""
+    labels = torch.tensor([0, 1, 2, 3] * 5)
+    images = torch.zeros(20, 784)
+    images[:, 0] = labels.float() / 10  # the first "pixel" holds the digit, the code is that pixel
+    model = FirstColumnsModel()
+    assert metrics.nearest_code_accuracy(model, images, labels, images, labels) == 1.0
+    blind = torch.zeros(20, 784)  # every code the same: every guess is the first reference label
+    assert metrics.nearest_code_accuracy(model, blind, labels, blind, labels) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="one label per image"):
+        metrics.nearest_code_accuracy(model, images, labels[:3], images, labels)
