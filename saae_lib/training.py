@@ -95,6 +95,11 @@ class TrainConfig:
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {config.precision!r}")
         if config.model in {"aae", "saae"}:
             make_prior(config.prior, config.latent_dim, config.prior_std)  # fails early with a clear message
+        if config.balance is not None and (config.model not in {"semi", "cluster"} or config.balance < 0):
+            raise ValueError(f"balance weighs the category balance of the semi and cluster models and must be >= 0; "
+                             f"got balance={config.balance} for {config.model!r}")
+        if config.label_aware and config.model not in {"aae", "saae"}:
+            raise ValueError(f"label_aware gives the discriminator of aae/saae the label; {config.model!r} has none")
         if config.model in {"semi", "supervised"} and config.n_labels % N_CLASSES:
             raise ValueError(f"n_labels must be a multiple of {N_CLASSES} (a class-balanced subset), "
                              f"got {config.n_labels}")
@@ -351,7 +356,7 @@ def semi_supervised_step(trainer: Trainer, x, y):
         probabilities = logits.softmax(1)
         generator = bce(model.label_discriminator(probabilities), 1.0) + bce(model.style_discriminator(z), 1.0)
         imbalance = balance_penalty(probabilities)
-    trainer.update("generator", generator + trainer.config.balance * imbalance if trainer.config.balance else generator)
+    trainer.update("generator", (generator + trainer.config.balance * imbalance) if trainer.config.balance else generator)
     losses = {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator,
               "imbalance": imbalance}
 

@@ -64,6 +64,9 @@ def test_smoke_mode_caps_default_epochs_only(fast):
     (dict(precision="fp8"), "precision"),
     (dict(model="aae", prior="mixture", latent_dim=10), "2-D"),
     (dict(model="aae", prior="laplace"), "unknown prior"),
+    (dict(model="cluster", balance=-1.0), "balance"),
+    (dict(model="aae", balance=3.0), "balance"),  # no categories to balance: not silently ignored
+    (dict(model="semi", label_aware=True), "label_aware"),
 ])
 def test_bad_configs_raise_value_error(options, match):
     with pytest.raises(ValueError, match=match):
