@@ -356,7 +356,7 @@ def semi_supervised_step(trainer: Trainer, x, y):
         probabilities = logits.softmax(1)
         generator = bce(model.label_discriminator(probabilities), 1.0) + bce(model.style_discriminator(z), 1.0)
         imbalance = balance_penalty(probabilities)
-    trainer.update("generator", (generator + trainer.config.balance * imbalance) if trainer.config.balance else generator)
+    trainer.update("generator", generator + trainer.config.balance * imbalance if trainer.config.balance else generator)
     losses = {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator,
               "imbalance": imbalance}
 
