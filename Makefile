@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit-test notebook-test book-test lint notebooks bench chromium clean
+.PHONY: book test unit-test notebook-test book-test lint notebooks bench chromium clean test-floors
 
 # The environment: the library (editable) with the book and test extras.
 $(STAMP): pyproject.toml
@@ -43,10 +43,14 @@ notebooks: $(STAMP)
 
 ## Speed and quality benchmarks (results in benchmarks/results/).
 bench: $(STAMP)
-	SAAE_RUNS_DIR=$(CURDIR)/runs $(PY) -m saae_lib.bench
+	SAAE_RUNS_DIR=$(CURDIR)/runs $(PY) -m benchmarks.bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check saae_lib scripts tests notebooks
 
 clean:
 	rm -rf _build runs notebooks/runs-smoke book/_static/mathjax
+
+## Unit tests on the lowest Python and dependency versions pyproject.toml allows (throwaway venv, ~3 GB download).
+test-floors:
+	bash scripts/test_floors.sh

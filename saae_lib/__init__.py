@@ -2,20 +2,27 @@
 
 __version__ = "0.1.0"
 
+from .checkpoints import load_checkpoint, save_checkpoint, train_or_load
 from .data import MNIST, batches, labeled_subset, load_mnist
-from .models import AdversarialAutoencoder, Autoencoder, SemiSupervisedAAE
+from .models import (
+    MODELS,
+    AdversarialAutoencoder,
+    Autoencoder,
+    ClusteringAAE,
+    SemiSupervisedAAE,
+    SupervisedAAE,
+    SupervisedClassifier,
+)
 from .priors import CategoricalPrior, GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior
 from .settings import FAST, pick_device, seed_everything, smoke_note
 from .training import DEFAULTS, TrainConfig, Trainer, train
 
 __all__ = [
+    "load_checkpoint", "save_checkpoint", "train_or_load",
     "MNIST", "batches", "labeled_subset", "load_mnist",
-    "AdversarialAutoencoder", "Autoencoder", "SemiSupervisedAAE",
+    "MODELS", "AdversarialAutoencoder", "Autoencoder", "ClusteringAAE", "SemiSupervisedAAE", "SupervisedAAE",
+    "SupervisedClassifier",
     "CategoricalPrior", "GaussianPrior", "MixtureOfGaussiansPrior", "SwissRollPrior", "make_prior",
     "FAST", "pick_device", "seed_everything", "smoke_note",
     "DEFAULTS", "TrainConfig", "Trainer", "train",
 ]
-
-from .checkpoints import load_checkpoint, save_checkpoint, train_or_load  # noqa: E402
-
-__all__ += ["load_checkpoint", "save_checkpoint", "train_or_load"]

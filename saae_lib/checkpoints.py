@@ -1,7 +1,8 @@
 """Save and restore a whole training run: model, optimizers, random generator, history and config.
 
-Writes go to a temporary file that is then renamed over the target, so a crash never leaves half a checkpoint.
-Loading uses `weights_only=True`: a checkpoint holds tensors and plain Python values only.
+Writes go to a temporary file that is then renamed over the target, so a crash never leaves half a file.
+Loading uses `weights_only=True` (a checkpoint holds tensors and plain Python values only) and checks what it
+loads (keys, model, weights' shapes) before anything else is done with it.
 """
 
 import os
@@ -14,21 +15,31 @@ import torch
 
 from . import settings
 from .data import MNIST
-from .training import TrainConfig, Trainer
+from .models import MODELS
+from .training import CONFIG_FIELDS, MODEL_OPTIONS, ConfigError, TrainConfig, Trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 2  # 2: options a model does not use are None (format 1 stored their defaults)
+STATE_KEYS = ("config", "model", "optimizers", "generator", "generator_device", "history", "smoke")
+RETRAIN = "train the model again (python -m saae_lib train MODEL --out DIR --force) or restore the file"
 
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, damaged or of another kind; the message names the file and what
+    to do."""
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(binary file) on a temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
+            write(file)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600 files; these are ordinary files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -36,31 +47,102 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda file: file.write(text.encode()))
+
+
+def read_state(path: Path, keys=STATE_KEYS, what="a saae_lib checkpoint", advice=RETRAIN) -> dict:
+    """torch.load a file of plain tensors and values, or raise CheckpointError naming the file and what to do."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}: train one first (python -m saae_lib train ... --out DIR)") \
+            from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}; check the path and its "
+                              "permissions") from None
+    except Exception:  # a truncated zip, a foreign pickle, random bytes: all end in the same advice
+        raise CheckpointError(f"{path} cannot be read as {what}: it is damaged, truncated or another kind of "
+                              f"file; {advice}") from None
+    missing = [key for key in keys if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not {what} (it lacks {', '.join(missing)}); {advice}")
+    return state
+
+
+def upgrade_config(config: dict) -> dict:
+    """A format-1 config (options a model does not use stored with their defaults) in today's form."""
+    config = dict(config)
+    model = MODELS.get(config.get("model"))
+    if model is None:
+        return config
+    for option in MODEL_OPTIONS:
+        if option not in model.options:
+            config[option] = None
+    if config.get("prior") not in (None, "gaussian") and config.get("prior_std") == 1.0:
+        config["prior_std"] = None  # format 1 stored the Gaussian's default even for the other priors
+    return config
+
+
+def checked_config(state: dict, path: Path) -> dict:
+    config = state["config"]
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds no run configuration; {RETRAIN}")
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        raise CheckpointError(f"{path} was written by another version of saae_lib (unknown options: "
+                              f"{', '.join(unknown)}); {RETRAIN}")
+    if state.get("format", 1) < FORMAT:
+        config = upgrade_config(config)
+    try:
+        TrainConfig(**config).resolved()
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"{path} holds an invalid configuration ({error}); {RETRAIN}") from None
+    return config
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() or path.suffix == "" else path
+
+
 def save_checkpoint(trainer: Trainer, path: str | os.PathLike) -> Path:
     """Write the trainer's full state to `path` (a file, or a folder that gets checkpoint.pt)."""
-    path = Path(path)
-    if path.is_dir() or path.suffix == "":
-        path = path / CHECKPOINT_NAME
-    return atomic_save(trainer.state_dict(), path)
+    return atomic_save({**trainer.state_dict(), "format": FORMAT}, checkpoint_file(path))
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(state, config) of the checkpoint at `path` (file or folder), checked; CheckpointError if it is not usable."""
+    path = checkpoint_file(path)
+    state = read_state(path)
+    return state, checked_config(state, path)
+
+
+def usable_device(name: str) -> str:
+    try:
+        settings.pick_device(name)
+        return name
+    except ValueError:
+        return "auto"
 
 
 def load_checkpoint(path: str | os.PathLike, data: MNIST | None = None, device: str | None = None) -> Trainer:
     """Rebuild the trainer saved at `path` (file or folder), ready to evaluate or to `fit` further.
 
-    `device` overrides the device it was trained on (a GPU checkpoint opens on a CPU-only machine this way).
+    `device` overrides the device it was trained on (by default: that device if it is here, else the best one).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python -m saae_lib train ... --out DIR)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = dict(state["config"])
-    if device is not None:
-        config["device"] = device
-    trainer = Trainer(TrainConfig(**config), data)
-    trainer.load_state_dict(state)
-    return trainer
+    state, config = read_checkpoint(path)
+    config["device"] = device if device is not None else usable_device(config["device"])
+    try:
+        return Trainer(TrainConfig(**config), data, state=state)
+    except ConfigError:
+        raise
+    except ValueError as error:  # weights or optimizer states that do not fit the model the config describes
+        raise CheckpointError(f"{checkpoint_file(path)} is damaged: {error}; {RETRAIN}") from None
 
 
 def runs_dir() -> Path:
@@ -83,15 +165,20 @@ def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = 
     path = runs_dir() / name / CHECKPOINT_NAME
     config = TrainConfig(**options).resolved()
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if same_run(state["config"], asdict(config)) and state["smoke"] == settings.FAST:
-            trainer = Trainer(config, data)
-            if state["generator_device"] != trainer.device.type:  # reused for evaluation: no stream to continue
-                state["generator"], state["generator_device"] = trainer.generator.get_state(), trainer.device.type
-            trainer.load_state_dict(state)
-            print(f"loaded {name!r} ({len(trainer.history)} epochs, trained earlier) from {shown(path)}")
-            return trainer
-        print(f"{shown(path)} was trained with other settings: training {name!r} again")
+        try:
+            state, saved = read_checkpoint(path)
+        except CheckpointError as error:
+            print(f"{error}: training {name!r} again")
+        else:
+            if same_run(saved, asdict(config)) and state["smoke"] == settings.FAST:
+                device = settings.pick_device(config.device)
+                if state["generator_device"] != device.type:  # reused for evaluation: no stream to continue
+                    fresh = torch.Generator(device).manual_seed(config.seed)
+                    state = {**state, "generator": fresh.get_state(), "generator_device": device.type}
+                trainer = Trainer(config, data, state=state)
+                print(f"loaded {name!r} ({len(trainer.history)} epochs, trained earlier) from {shown(path)}")
+                return trainer
+            print(f"{shown(path)} was trained with other settings: training {name!r} again")
     trainer = Trainer(config, data)
     start = time.perf_counter()
     trainer.fit(progress=progress)

@@ -24,6 +24,7 @@ MNIST_FILES = {
 }
 N_CLASSES = 10
 IMAGE_PIXELS = 28 * 28
+TRAIN_IMAGES = 60_000  # the official training set, before the validation split
 
 # Smoke mode keeps this many images of each split.
 FAST_SIZES = {"train": 3000, "validation": 500, "test": 1000}
@@ -52,7 +53,9 @@ def md5sum(path: Path) -> str:
 
 def ensure_mnist_files(root: str | os.PathLike | None = None, download: bool = True) -> Path:
     """Return ROOT/MNIST/raw with the four verified .gz files, downloading them first if they are missing."""
-    raw = data_root(root) / "MNIST" / "raw"
+    root = data_root(root)
+    check_not_too_deep(root)
+    raw = root / "MNIST" / "raw"
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
     if missing and download:
         _download(raw.parent.parent, missing)
@@ -72,8 +75,24 @@ def ensure_mnist_files(root: str | os.PathLike | None = None, download: bool = T
     return raw
 
 
+def check_not_too_deep(root: Path) -> None:
+    """Refuse a data folder that is MNIST/raw (or MNIST/) itself instead of the folder holding it, before anything
+    is created in it: the files would be looked for, and downloaded to, ROOT/MNIST/raw/MNIST/raw."""
+    raw = root / "MNIST" / "raw"
+    if raw.is_dir():
+        return
+    for inner in (root, root / "raw"):
+        if any((inner / name).is_file() for name in MNIST_FILES):
+            if inner.name == "raw" and inner.parent.name == "MNIST":
+                hint = f"point SAAE_DATA_DIR (or root=) at {inner.parent.parent}, the folder that holds MNIST/raw/"
+            else:
+                hint = f"move the files into {raw}, or point SAAE_DATA_DIR at a folder that holds MNIST/raw/"
+            raise DataError(f"{root} holds MNIST files itself, but the data folder must hold MNIST/raw/: {hint}")
+
+
 def _download(root: Path, missing: list[str]) -> None:
     try:
+        # Imported here, where a download needs it: importing torchvision adds one to two seconds to every start.
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
         TorchvisionMNIST(str(root), train=True, download=True)
@@ -117,11 +136,13 @@ class MNIST:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     device: torch.device
+    validation_size: int | None = None  # what load_mnist was asked to hold out (None: built by hand)
 
     def to(self, device: str | torch.device) -> "MNIST":
         device = torch.device(device)
-        tensors = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__ if name != "device"}
-        return MNIST(**tensors, device=device)
+        tensors = {name: getattr(self, name).to(device) for name in self.__dataclass_fields__
+                   if name not in {"device", "validation_size"}}
+        return MNIST(**tensors, device=device, validation_size=self.validation_size)
 
     def __repr__(self) -> str:
         sizes = f"train={len(self.train_images)}, validation={len(self.val_images)}, test={len(self.test_images)}"
@@ -163,6 +184,7 @@ def load_mnist(
         test_images=as_float(test_x),
         test_labels=test_y.to(device),
         device=device,
+        validation_size=validation_size,
     )
 
 

@@ -4,6 +4,7 @@ It is trained once on the 60k training images (never on the test set) and cached
 scores generated digits with the same judge. Its accuracy on the real test set is the ceiling for those scores.
 """
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -11,7 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import settings
+from .checkpoints import CheckpointError, atomic_save, read_state
 from .data import N_CLASSES, batches, check_images, ensure_mnist_files, read_split
+
+with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine, no need to warn
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 JUDGE_VERSION = 1  # bump when the architecture or training recipe changes, so stale caches are not reused
 
@@ -44,8 +50,6 @@ def judge_path() -> Path:
 
 def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tuple[DigitClassifier, float]:
     """Train the judge on all 60k training images; return it with its accuracy on the 10k test images."""
-    from tqdm.auto import tqdm
-
     device = settings.pick_device(device)
     progress = settings.show_progress(progress)
     raw = ensure_mnist_files()
@@ -56,32 +60,37 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tupl
         epochs = 1
     train_x, train_y = (train_x.float() / 255).reshape(-1, 784).to(device), train_y.to(device)
     generator = torch.Generator(device).manual_seed(seed)
-    torch.manual_seed(seed)
-    model = DigitClassifier().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * -(-len(train_x) // 128))
-    for _ in tqdm(range(epochs), desc="judge classifier epochs", disable=not progress):
-        model.train()
-        for x, y in batches(train_x, train_y, batch_size=128, generator=generator):
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    # Initialisation and dropout draw from torch's global generators: seeded here, the caller's left as they were.
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = DigitClassifier().to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        total_steps = epochs * -(-len(train_x) // 128)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
+        for _ in tqdm(range(epochs), desc="judge classifier epochs", disable=not progress):
+            model.train()
+            for x, y in batches(train_x, train_y, batch_size=128, generator=generator):
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
     accuracy = float((model.predict(test_x.float().reshape(-1, 784) / 255).cpu() == test_y).float().mean())
     return model, accuracy
 
 
 def load_judge(device=None, progress=None) -> tuple[DigitClassifier, float]:
     """The cached judge and its real-test accuracy, training it first (one to four minutes on a CPU) if needed."""
-    from .checkpoints import atomic_save
-
     path = judge_path()
     device = settings.pick_device(device)
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path, ("model", "test_accuracy"), what="the cached judge")
         model = DigitClassifier()
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CheckpointError(f"{path} does not fit the judge classifier: delete it, and it is trained "
+                                  "again") from None
         return model.to(device).eval(), state["test_accuracy"]
     model, accuracy = train_digit_classifier(device=device, progress=progress)
     atomic_save({"model": model.state_dict(), "test_accuracy": accuracy}, path)

@@ -9,34 +9,36 @@ from .data import N_CLASSES, check_images, check_labels
 
 @torch.no_grad()
 def encode(model, images, batch_size=2000):
-    """Codes of all images (for the semi-supervised model: the style codes z)."""
+    """Codes of all images (for the semi-supervised and clustering models: the style codes z)."""
     was_training = model.training
     model.eval()
-    parts = []
-    for chunk in check_images(images).split(batch_size):
-        code = model.encode(chunk)
-        parts.append(code[1] if isinstance(code, tuple) else code)
+    parts = [model.encode(chunk) for chunk in check_images(images).split(batch_size)]
     model.train(was_training)
     return torch.cat(parts).float()
 
 
 @torch.no_grad()
 def reconstruct(model, images, labels=None, batch_size=2000):
-    """Reconstructions in [0, 1]; the supervised AAE decodes with the true labels."""
+    """Reconstructions in [0, 1]; models whose decoder takes the label (the supervised AAE) use `labels`."""
     was_training = model.training
     model.eval()
     images = check_images(images)
     parts = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        if getattr(model, "kind", "") == "saae":
-            if labels is None:
-                raise ValueError("the supervised AAE reconstructs from (label, z): pass the labels")
-            parts.append(model.decode(model.encode(chunk), labels[start : start + batch_size]))
-        else:
-            parts.append(model(chunk))
+        chunk_labels = None if labels is None else labels[start : start + batch_size]
+        parts.append(model.reconstruct(images[start : start + batch_size], chunk_labels))
     model.train(was_training)
     return torch.cat(parts).float()
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=2000):
+    """model.classify of all images: a digit (semi, supervised) or a cluster (cluster) per image."""
+    was_training = model.training
+    model.eval()
+    predicted = torch.cat([model.classify(chunk) for chunk in check_images(images).split(batch_size)])
+    model.train(was_training)
+    return predicted
 
 
 def reconstruction_error(model, images, labels=None) -> float:
@@ -70,13 +72,11 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.2, 0.5, 1.0, 2.0, 5.0)) 
 def prior_match(model, images, n=2000, seed=0, prior=None) -> float:
     """MMD between the codes of `n` images and `n` samples of a prior (lower is a better match).
 
-    The prior defaults to the model's own; an autoencoder has none, so it is compared with the standard
-    Gaussian (the AAE's default prior) unless another `prior` is given.
+    The prior defaults to the model's `code_prior()`: its own, or for an autoencoder (which has none) the standard
+    Gaussian, the AAE's default prior.
     """
-    from .priors import GaussianPrior
-
     codes = encode(model, images[:n])
-    prior = prior or getattr(model, "prior", None) or GaussianPrior(codes.shape[1])
+    prior = prior or model.code_prior()
     samples = prior.sample(len(codes), generator=torch.Generator().manual_seed(seed))
     return mmd(codes.cpu(), samples)
 
@@ -117,16 +117,18 @@ def clustering_error(clusters, labels, mapping: torch.Tensor) -> float:
 
 @torch.no_grad()
 def generated_label_accuracy(model, judge, n_per_label=1000, seed=0, batch_size=2000) -> float:
-    """Share of digits generated for label k (random z from the prior) that the judge reads as k."""
-    if getattr(model, "kind", "") != "saae":
-        raise ValueError("generated_label_accuracy needs a supervised AAE (its decoder takes the label)")
+    """Share of digits generated for label k (random z from the prior) that the judge reads as k.
+
+    For any model whose decoder takes the digit as well as z (the supervised AAE, the semi-supervised AAE)."""
+    if getattr(model, "label_classes", 0) != N_CLASSES:
+        raise ValueError("generated_label_accuracy needs a model whose decoder takes the digit (saae or semi)")
     generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     labels = torch.arange(N_CLASSES).repeat_interleave(n_per_label)
-    z = model.prior.sample(len(labels), generator=generator)
+    was_training = model.training
     model.eval()
     correct = 0
-    for z_chunk, label_chunk in zip(z.split(batch_size), labels.split(batch_size), strict=True):
-        images = model.decode(z_chunk.to(device), label_chunk.to(device))
+    for label_chunk in labels.split(batch_size):
+        images, _ = model.generate(len(label_chunk), labels=label_chunk, generator=generator)
         correct += int((judge.predict(images.float()).cpu() == label_chunk).sum())
+    model.train(was_training)
     return correct / len(labels)

@@ -138,12 +138,14 @@ class CategoricalPrior(Prior):
 PRIORS = {"gaussian": GaussianPrior, "mixture": MixtureOfGaussiansPrior, "swiss_roll": SwissRollPrior}
 
 
-def make_prior(name: str, dim: int = 2, std: float = 1.0) -> Prior:
-    """A prior by name: 'gaussian' (any dim), 'mixture' or 'swiss_roll' (2-D only)."""
+def make_prior(name: str, dim: int = 2, std: float | None = None) -> Prior:
+    """A prior by name: 'gaussian' (any dim; std defaults to 1), 'mixture' or 'swiss_roll' (2-D only, no std)."""
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}: choose one of {', '.join(PRIORS)}")
     if name == "gaussian":
-        return GaussianPrior(dim, std)
+        return GaussianPrior(dim, 1.0 if std is None else std)
+    if std is not None:
+        raise ValueError(f"prior_std sets the spread of the gaussian prior; the {name} prior has its own shape")
     if dim != 2:
         raise ValueError(f"the {name} prior is 2-D: use --latent-dim 2 (got {dim})")
     return PRIORS[name]()

@@ -21,11 +21,12 @@ def show_progress(progress: bool | None = None) -> bool:
     return PROGRESS if progress is None else progress
 
 
+SMOKE_NOTE = "SMOKE RUN (SAAE_FAST=1): tiny data, few epochs - not real results"
+
+
 def smoke_note() -> str:
     """A warning stamped on every output of a smoke run; empty in a real run."""
-    if not FAST:
-        return ""
-    return "SMOKE RUN (SAAE_FAST=1): tiny data, few epochs - not real results"
+    return SMOKE_NOTE if FAST else ""
 
 
 def pick_device(name: str | None = None) -> torch.device:

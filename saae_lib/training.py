@@ -1,6 +1,7 @@
-"""One training loop for every model; each model only brings its phases (its `step`).
+"""One training loop for every model: the configuration of a run, and the Trainer that runs it.
 
-A step gets one batch and runs the model's phases in order, each phase one optimizer update:
+Each model (models.py) brings its phases and its `training_step`; the loop here only feeds it batches, keeps the
+history and validates after every epoch. A step runs the model's phases in order, each phase one optimizer update:
   ae      reconstruction
   aae     reconstruction -> discriminator (prior samples vs codes) -> generator (encoder fools discriminator)
   saae    the same, with the one-hot label fed to the decoder
@@ -13,134 +14,125 @@ import math
 import time
 import warnings
 from collections import defaultdict
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
+
+from . import metrics, settings
+from .data import MNIST, TRAIN_IMAGES, batches, labeled_subset, load_mnist
+from .models import MODELS
 
 with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine, no need to warn
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
 
-from . import settings
-from .data import MNIST, N_CLASSES, batches, labeled_subset, load_mnist
-from .models import AdversarialAutoencoder, Autoencoder, SemiSupervisedAAE, SupervisedClassifier
-from .priors import make_prior
-
-MODELS = ("ae", "aae", "saae", "semi", "cluster", "supervised")
-
-# Recommended full-quality settings per model: the chapters, the CLI and the benchmarks all start from these.
-# Batches of 500 (not the paper's 100) keep a 2-core CPU near its peak; the learning rates are doubled to match.
-# All three phases share one learning rate, as in the reference implementation. A weaker adversary (2e-4) loses the
-# game as training goes on (measured, Gaussian prior: MMD to the prior 0.061 after 3 epochs, 0.109 after 15, codes of
-# the 1s far outside the prior), while 2e-3 gives MMD 0.006 after 3 epochs for +0.004 validation MSE.
-_ADVERSARIAL = dict(batch_size=500, lr=2e-3, adversarial_lr=2e-3)
-DEFAULTS = {
-    "ae": dict(epochs=15, latent_dim=2, batch_size=500, lr=2e-3),
-    "aae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),
-    # label_aware=True (a class-conditional discriminator) is not the default, to keep the paper's model. It closed
-    # the gap to the judge's ceiling on an H200 (seed 0: generated digits read correctly 96.2 % -> 99.97 %), but the
-    # same seed on a CPU stopped in a swing of the game (last epoch: all codes shifted, 88.7 %).
-    "saae": dict(epochs=15, latent_dim=2, **_ADVERSARIAL),
-    # The categorical discriminator needs a stronger generator phase than the 2-D AAEs (measured: validation error
-    # after 4 epochs, 100 labels, 13.3 % with adversarial_lr 2e-4 and 11.5 % with 1e-3).
-    "semi": dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, balance=0.0,
-                 **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
-    # Without the batch balance term the clustering collapses onto a few categories (measured on validation images
-    # after 30 epochs on a GPU: balance 0 uses 3 of 16 clusters, error 71.8 %; balance 3: 16 clusters, 34.0 %;
-    # balance 10: 16 clusters, 28.9 %).
-    "cluster": dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, balance=10.0,
-                    **_ADVERSARIAL | {"adversarial_lr": 1e-3}),
-    "supervised": dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, batch_size=500, lr=2e-3),
-}
+DEFAULTS = {kind: model.defaults for kind, model in MODELS.items()}
 FAST_EPOCHS = 2
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class ConfigError(ValueError):
+    """An option that the run cannot use: `option` names it (a TrainConfig field; None for a combination)."""
+
+    def __init__(self, option: str | None, message: str):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; None means "the model's default" (see DEFAULTS)."""
+    """Everything that defines a training run; None means "the model's default" (see DEFAULTS).
+
+    The options of the first block apply to every model; each of the second block applies only to the models whose
+    class lists it in `options` (setting it for another model is an error, never silently ignored).
+    """
 
     model: str = "aae"
     epochs: int | None = None
     batch_size: int | None = None
     latent_dim: int | None = None
     hidden: tuple[int, ...] = (1000, 1000)
-    prior: str = "gaussian"
-    prior_std: float = 1.0
-    label_aware: bool = False  # aae/saae: the discriminator sees the label, matching q(z|y) to p(z|y) per class
-    n_labels: int | None = None  # semi: size of the class-balanced labeled subset
-    n_clusters: int | None = None  # cluster: number of categories
-    input_noise: float | None = None  # semi/cluster: std of Gaussian noise added to encoder inputs
-    balance: float | None = None  # semi/cluster: weight of the batch balance term (see balance_penalty)
     lr: float | None = None  # reconstruction phase (and cross-entropy phase)
-    adversarial_lr: float | None = None  # discriminator and generator phases
     precision: str = "auto"  # "auto" (bf16 on CPUs that have it, else fp32), "bf16" or "fp32"
     seed: int = 0
     device: str = "auto"
-    validation_size: int = 5000
+    validation_size: int = 5000  # training images held out for validation (load_mnist's split)
+
+    prior: str | None = None  # aae/saae: "gaussian", "mixture" or "swiss_roll"
+    prior_std: float | None = None  # Gaussian priors' standard deviation (default 1)
+    label_aware: bool | None = None  # aae/saae: the discriminator sees the label, matching q(z|y) to p(z|y)
+    n_labels: int | None = None  # semi/supervised: size of the class-balanced labeled subset
+    n_clusters: int | None = None  # cluster: number of categories
+    input_noise: float | None = None  # semi/cluster/supervised: std of Gaussian noise added to encoder inputs
+    balance: float | None = None  # semi/cluster: weight of the batch balance term (models.balance_penalty)
+    adversarial_lr: float | None = None  # discriminator and generator phases
 
     def resolved(self) -> "TrainConfig":
-        """Fill in the model's defaults and validate; smoke mode caps the epochs."""
+        """Refuse unknown models, options the model does not use and out-of-range values; fill in the model's
+        defaults. Smoke mode caps the default number of epochs."""
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
-        filled = {key: value for key, value in DEFAULTS[self.model].items() if getattr(self, key) is None}
-        config = replace(self, **filled, hidden=tuple(self.hidden))
-        if settings.FAST and self.epochs is None:
-            config = replace(config, epochs=min(config.epochs, FAST_EPOCHS))
-        for name in ("epochs", "batch_size", "latent_dim"):
-            if getattr(config, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
-        if config.precision not in {"auto", "bf16", "fp32"}:
-            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {config.precision!r}")
-        if config.model in {"aae", "saae"}:
-            make_prior(config.prior, config.latent_dim, config.prior_std)  # fails early with a clear message
-        if config.balance is not None and (config.model not in {"semi", "cluster"} or config.balance < 0):
-            raise ValueError(f"balance weighs the category balance of the semi and cluster models and must be >= 0; "
-                             f"got balance={config.balance} for {config.model!r}")
-        if config.label_aware and config.model not in {"aae", "saae"}:
-            raise ValueError(f"label_aware gives the discriminator of aae/saae the label; {config.model!r} has none")
-        if config.model in {"semi", "supervised"} and config.n_labels % N_CLASSES:
-            raise ValueError(f"n_labels must be a multiple of {N_CLASSES} (a class-balanced subset), "
-                             f"got {config.n_labels}")
+            raise ConfigError("model", f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        model = MODELS[self.model]
+        for option in MODEL_OPTIONS:
+            if getattr(self, option) is not None and option not in model.options:
+                users = [kind for kind, cls in MODELS.items() if option in cls.options]
+                raise ConfigError(option, f"{option} is not used by the {self.model} model "
+                                          f"(it is used by {', '.join(users)})")
+        filled = {key: value for key, value in model.defaults.items() if getattr(self, key) is None}
+        if "epochs" in filled and settings.FAST:
+            filled["epochs"] = FAST_EPOCHS
+        config = replace(self, **filled, hidden=tuple(self.hidden) if _is_sequence(self.hidden) else self.hidden)
+        for option, check in CHECKS.items():
+            value = getattr(config, option)
+            if value is not None and not check.accepts(value):
+                raise ConfigError(option, f"{option} must be {check.description}, got {value!r}")
+        try:
+            model.check_config(config)
+        except ValueError as error:
+            raise ConfigError(getattr(error, "option", None), str(error)) from None
         return config
 
 
-def build_model(config: TrainConfig) -> torch.nn.Module:
-    if config.model == "ae":
-        return Autoencoder(config.latent_dim, config.hidden)
-    if config.model in {"aae", "saae"}:
-        prior = make_prior(config.prior, config.latent_dim, config.prior_std)
-        return AdversarialAutoencoder(config.latent_dim, config.hidden, prior, supervised=config.model == "saae",
-                                      label_aware=config.label_aware)
-    if config.model == "supervised":
-        return SupervisedClassifier(config.latent_dim, config.hidden)
-    n_classes = N_CLASSES if config.model == "semi" else config.n_clusters
-    return SemiSupervisedAAE(config.latent_dim, config.hidden, n_classes, config.prior_std)
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple))
 
 
-def make_optimizers(model, config: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-    """One Adam per phase, each over the parameters that phase updates."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    def adam(modules, lr):
-        params = [p for module in modules for p in module.parameters()]
-        # The fused kernel updates all tensors at once; it exists for CPU and CUDA.
-        fused = next(model.parameters()).device.type in {"cpu", "cuda"}
-        return torch.optim.Adam(params, lr=lr, fused=fused)
 
-    if config.model == "supervised":
-        return {"classification": adam([model.encoder], config.lr)}
-    optimizers = {"reconstruction": adam([model.encoder, model.decoder], config.lr)}
-    if config.model in {"aae", "saae"}:
-        optimizers["discriminator"] = adam([model.discriminator], config.adversarial_lr)
-        optimizers["generator"] = adam([model.encoder], config.adversarial_lr)
-    elif config.model in {"semi", "cluster"}:
-        optimizers["discriminator"] = adam([model.style_discriminator, model.label_discriminator],
-                                           config.adversarial_lr)
-        optimizers["generator"] = adam([model.encoder], config.adversarial_lr)
-        if config.model == "semi":
-            optimizers["classification"] = adam([model.encoder], config.lr)
-    return optimizers
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Check:
+    accepts: object
+    description: str
+
+
+CHECKS = {
+    "epochs": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "batch_size": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "latent_dim": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "hidden": Check(lambda v: _is_sequence(v) and len(v) >= 1 and all(_is_int(n) and n >= 1 for n in v),
+                    "one or more positive layer widths"),
+    "lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "precision": Check(lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "seed": Check(lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
+    "device": Check(lambda v: isinstance(v, str) and bool(v), "a device name ('auto', 'cpu', 'cuda', 'mps')"),
+    "validation_size": Check(lambda v: _is_int(v) and 0 <= v < TRAIN_IMAGES, f"an integer in [0, {TRAIN_IMAGES})"),
+    "prior_std": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "label_aware": Check(lambda v: isinstance(v, bool), "True or False"),
+    "n_labels": Check(lambda v: _is_int(v) and 10 <= v <= TRAIN_IMAGES, f"an integer in [10, {TRAIN_IMAGES}]"),
+    "n_clusters": Check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "input_noise": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "balance": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "adversarial_lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+}
+MODEL_OPTIONS = ("prior", "prior_std", "label_aware", "n_labels", "n_clusters", "input_noise", "balance",
+                 "adversarial_lr")
+CONFIG_FIELDS = tuple(field.name for field in fields(TrainConfig))
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -152,47 +144,66 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 class Trainer:
-    """Owns a model, its optimizers, the random generator and the history; `fit` runs the shared loop."""
+    """Owns a model, its optimizers, the random generator and the history; `fit` runs the shared loop.
 
-    def __init__(self, config: TrainConfig, data: MNIST | None = None):
+    `state` (a checkpoint's contents, see checkpoints.py) restores a saved run; it is checked before any data is
+    loaded. Nothing here touches the caller's global random generators.
+    """
+
+    def __init__(self, config: TrainConfig, data: MNIST | None = None, state: dict | None = None):
         self.config = config.resolved()
         self.device = settings.pick_device(self.config.device)
-        settings.seed_everything(self.config.seed)  # model initialisation draws from torch's global generator
-        self.model = build_model(self.config).to(self.device)
-        self.optimizers = make_optimizers(self.model, self.config)
-        self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
-        self.data = data.to(self.device) if data is not None else load_mnist(device=self.device)
-        self.history: list[dict] = []
-        # "auto" uses bf16 only on CPUs with bf16 units, where these matmul-bound MLPs run about 3x faster. On a GPU
-        # the epoch is bound by kernel launches, not arithmetic, and autocast's casts made it slower (H200, AAE:
-        # 1.04 s per epoch in bf16 vs 0.77 s in fp32), so "auto" keeps fp32 there.
+        if self.config.precision == "bf16" and not bf16_supported(self.device):
+            raise ConfigError("precision", f"bf16 is not supported on {self.device}: use precision='fp32'")
+        # "auto" uses bf16 only on CPUs with bf16 units, where these matmul-bound MLPs run about 3x faster; on a GPU
+        # the epoch is bound by kernel launches, not arithmetic, and autocast's casts made it slower.
         self.use_bf16 = self.config.precision == "bf16" or (
             self.config.precision == "auto" and self.device.type == "cpu" and bf16_supported(self.device))
-        if self.config.precision == "bf16" and not bf16_supported(self.device):
-            raise ValueError(f"bf16 is not supported on {self.device}: use precision='fp32'")
-        self.step = STEPS[self.config.model]
+        with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leave the caller's stream alone
+            torch.manual_seed(self.config.seed)
+            self.model = MODELS[self.config.model].from_config(self.config).to(self.device)
+        phases = self.model.phases(self.config)
+        self.optimizers = {name: self.adam(modules, lr) for name, (modules, lr) in phases.items()}
+        self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        self.history: list[dict] = []
+        self.smoke = settings.FAST  # trained (partly) in smoke mode: its numbers are not real results
+        if state is not None:
+            self.load_state_dict(state)
+        if data is None:
+            data = load_mnist(device=self.device, validation_size=self.config.validation_size)
+        elif data.validation_size is not None and data.validation_size != self.config.validation_size:
+            raise ConfigError("validation_size", f"the data holds out {data.validation_size} validation images, the "
+                                                 f"config asks for validation_size={self.config.validation_size}")
+        self.data = data.to(self.device)
         self.labeled = None
-        if self.config.model in {"semi", "supervised"}:
+        if self.config.n_labels is not None:
             index = labeled_subset(self.data.train_labels, self.config.n_labels, seed=self.config.seed)
             index = index.to(self.device)
             self.labeled = (self.data.train_images[index], self.data.train_labels[index])
 
-    # -- the shared loop ------------------------------------------------------------------------------
+    def adam(self, modules, lr) -> torch.optim.Optimizer:
+        params = [p for module in modules for p in module.parameters()]
+        # The fused kernel updates all tensors at once; it exists for CPU and CUDA.
+        return torch.optim.Adam(params, lr=lr, fused=self.device.type in {"cpu", "cuda"})
+
+    # -- the shared loop ------------------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None, callback=None, progress: bool | None = None) -> list[dict]:
         """Train until `epochs` epochs are done in total (default: the config's); returns the history.
 
-        progress: show a tqdm bar (default: on, unless SAAE_PROGRESS=0)."""
+        callback(trainer, record) runs after every epoch; progress: show a tqdm bar (default on, unless
+        SAAE_PROGRESS=0)."""
         total = self.config.epochs if epochs is None else epochs
         progress = settings.show_progress(progress)
         bar = tqdm(range(len(self.history) + 1, total + 1), desc=f"{self.config.model} epochs",
                    disable=not progress, leave=True)
+        self.smoke = self.smoke or settings.FAST
         for epoch in bar:
             start = time.perf_counter()
             self.model.train()
             sums, n_batches = defaultdict(float), 0
             for x, y in batches(self.data.train_images, self.data.train_labels, batch_size=self.config.batch_size,
                                 generator=self.generator):
-                for name, loss in self.step(self, x, y).items():
+                for name, loss in self.model.training_step(x, y, self).items():
                     sums[name] = sums[name] + loss.detach()  # stays a tensor: no device sync per batch
                 n_batches += 1
             record = {"epoch": epoch, **{name: float(total_loss) / n_batches for name, total_loss in sums.items()}}
@@ -211,20 +222,18 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict:
         """Numbers on the validation split (never the test set), for curves and model selection."""
-        from .metrics import classification_error, reconstruction_error
-
         self.model.eval()
         images, labels = self.data.val_images, self.data.val_labels
         if len(images) == 0:
             return {}
         result = {}
-        if self.config.model != "supervised":
-            result["val_reconstruction"] = reconstruction_error(self.model, images, labels)
-        if self.config.model in {"semi", "supervised"}:
-            result["val_error"] = classification_error(predict(self.model, images), labels)
+        if "reconstruction" in self.model.measures:
+            result["val_reconstruction"] = metrics.reconstruction_error(self.model, images, labels)
+        if "classification" in self.model.measures:
+            result["val_error"] = metrics.classification_error(metrics.predict(self.model, images), labels)
         return result
 
-    # -- helpers the steps share -----------------------------------------------------------------------
+    # -- what the models' steps share ------------------------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
 
@@ -244,7 +253,7 @@ class Trainer:
         noise = torch.randn(x.shape, generator=self.generator, device=x.device)
         return x + self.config.input_noise * noise
 
-    # -- checkpoints -------------------------------------------------------------------------------------
+    # -- checkpoints -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "config": asdict(self.config),
@@ -253,140 +262,37 @@ class Trainer:
             "generator": self.generator.get_state(),
             "generator_device": self.device.type,
             "history": self.history,
-            "smoke": settings.FAST,
+            "smoke": self.smoke or settings.FAST,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+        """Restore a saved run; ValueError (naming what does not fit) if the state is not one of this model's."""
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, TypeError, AttributeError) as error:
+            first = str(error).strip().splitlines()[:2]
+            raise ValueError(f"its weights do not fit the {self.config.model} model ({' '.join(first)})") from None
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ValueError(f"it has optimizers {sorted(state['optimizers'])}, the {self.config.model} model "
+                             f"needs {sorted(self.optimizers)}")
+        try:
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"its optimizer states do not fit the model ({error})") from None
         if state["generator_device"] == self.device.type:
-            self.generator.set_state(state["generator"])
+            try:
+                self.generator.set_state(state["generator"])
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"its random generator state is unusable ({error})") from None
         else:
             warnings.warn(f"the random stream was saved on {state['generator_device']}, this run is on "
                           f"{self.device.type}: further training draws a fresh stream, unlike an uninterrupted run",
                           stacklevel=2)
+        if not isinstance(state["history"], list) or not all(isinstance(r, dict) for r in state["history"]):
+            raise ValueError("its history is not a list of per-epoch records")
         self.history = list(state["history"])
-
-
-@contextmanager
-def frozen(*modules):
-    """Skip weight gradients of modules that a phase must not update (the generator phase's discriminator)."""
-    params = [p for m in modules for p in m.parameters()]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-def bce(logits, target: float):
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, target, dtype=torch.float32))
-
-
-def reconstruction_loss(logits, x):
-    return F.binary_cross_entropy_with_logits(logits.float(), x)
-
-
-@torch.no_grad()
-def predict(model, images, batch_size=2000):
-    """Predicted class (semi) or cluster (cluster) of each image."""
-    return torch.cat([model.classify(chunk) for chunk in images.split(batch_size)])
-
-
-# -- the phases of each model ------------------------------------------------------------------------------
-def autoencoder_step(trainer: Trainer, x, y):
-    model = trainer.model
-    with trainer.autocast():
-        loss = reconstruction_loss(model.decoder(model.encoder(x)), x)
-    return {"reconstruction": trainer.update("reconstruction", loss)}
-
-
-def adversarial_step(trainer: Trainer, x, y):
-    model = trainer.model
-    conditioning = F.one_hot(y, N_CLASSES).float() if model.kind == "saae" else None
-    discriminator_labels = y if model.label_aware else None
-    prior_labels = discriminator_labels if model.prior.n_classes else None  # a Gaussian is the same for every class
-
-    # 1. Reconstruction: encoder and decoder.
-    with trainer.autocast():
-        reconstruction = reconstruction_loss(model.decoder(model.encoder(x), conditioning), x)
-    trainer.update("reconstruction", reconstruction)
-
-    # 2. Discriminator: samples of the prior are "real", the encoder's codes are "fake".
-    real = trainer.sample_prior(model.prior, len(x), prior_labels)
-    with trainer.autocast():
-        with torch.no_grad():
-            fake = model.encoder(x)
-        discriminator = bce(model.discriminate(real, discriminator_labels), 1.0) + bce(
-            model.discriminate(fake, discriminator_labels), 0.0)
-    trainer.update("discriminator", discriminator)
-
-    # 3. Generator: the encoder learns to make codes the discriminator calls real.
-    with trainer.autocast(), frozen(model.discriminator):
-        generator = bce(model.discriminate(model.encoder(x), discriminator_labels), 1.0)
-    trainer.update("generator", generator)
-    return {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator}
-
-
-def semi_supervised_step(trainer: Trainer, x, y):
-    model = trainer.model
-    # 1. Reconstruction through [softmax(y), z].
-    with trainer.autocast():
-        logits, z = model.encoder(trainer.noisy(x))
-        reconstruction = reconstruction_loss(model.decoder(z, logits.softmax(1)), x)
-    trainer.update("reconstruction", reconstruction)
-
-    # 2. Both discriminators: one-hot samples vs softmax outputs, Gaussian samples vs style codes.
-    real_y = trainer.sample_prior(model.label_prior, len(x))
-    real_z = trainer.sample_prior(model.prior, len(x))
-    with trainer.autocast():
-        with torch.no_grad():
-            logits, z = model.encoder(trainer.noisy(x))
-        discriminator = (bce(model.label_discriminator(real_y), 1.0)
-                         + bce(model.label_discriminator(logits.softmax(1)), 0.0)
-                         + bce(model.style_discriminator(real_z), 1.0) + bce(model.style_discriminator(z), 0.0))
-    trainer.update("discriminator", discriminator)
-
-    # 3. Generator: the encoder fools both.
-    with trainer.autocast(), frozen(model.label_discriminator, model.style_discriminator):
-        logits, z = model.encoder(trainer.noisy(x))
-        probabilities = logits.softmax(1)
-        generator = bce(model.label_discriminator(probabilities), 1.0) + bce(model.style_discriminator(z), 1.0)
-        imbalance = balance_penalty(probabilities)
-    trainer.update("generator", generator + trainer.config.balance * imbalance if trainer.config.balance else generator)
-    losses = {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator,
-              "imbalance": imbalance}
-
-    # 4. Semi-supervised: cross-entropy on a batch drawn from the small labeled subset.
-    if trainer.labeled is not None:
-        losses.update(supervised_step(trainer, x, y))
-    return losses
-
-
-def balance_penalty(probabilities):
-    """log K - H(mean of the batch's category probabilities): 0 when the batch uses all K categories equally.
-
-    The categorical discriminator judges one code at a time, so codes that are all confidently one-hot pass it
-    even when they use only a few categories; this batch-level term (CatGAN's marginal entropy) sees that.
-    """
-    mean = probabilities.float().mean(dim=0)
-    return math.log(len(mean)) + (mean * mean.clamp_min(1e-12).log()).sum()
-
-
-def supervised_step(trainer: Trainer, x, y):
-    """Cross-entropy on a batch of the labeled subset (the unlabeled batch x, y is not used)."""
-    images, labels = trainer.labeled
-    pick = torch.randint(len(images), (min(len(x), len(images)),), generator=trainer.generator, device=images.device)
-    with trainer.autocast():
-        classification = F.cross_entropy(trainer.model.encoder(trainer.noisy(images[pick]))[0].float(), labels[pick])
-    return {"classification": trainer.update("classification", classification)}
-
-
-STEPS = {"ae": autoencoder_step, "aae": adversarial_step, "saae": adversarial_step,
-         "semi": semi_supervised_step, "cluster": semi_supervised_step, "supervised": supervised_step}
+        self.smoke = bool(state["smoke"])
 
 
 def train(model: str = "aae", data: MNIST | None = None, callback=None, progress=None, **options) -> Trainer:

@@ -2,7 +2,7 @@
 
     python scripts/run_notebooks.py [notebooks/01_autoencoder.ipynb ...]     (`make notebooks` runs all four)
 
-Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m saae_lib.bench` folds into its report.
+Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m benchmarks.bench` folds into its report.
 """
 
 import json
@@ -14,10 +14,11 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from saae_lib import settings
-from saae_lib.bench import RESULTS_DIR, chapters_path, machine_label
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the benchmarks folder is part of the repository, not of the installed library
+
+from benchmarks.bench import RESULTS_DIR, chapters_path, machine_label  # noqa: E402
+from saae_lib import settings  # noqa: E402
 
 
 def main(paths):

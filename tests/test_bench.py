@@ -1,4 +1,4 @@
-"""Tests for the benchmark report (`saae_lib.bench`): the markdown it generates from results files.
+"""Tests for the benchmark report (`benchmarks/bench.py`): the markdown it generates from results files.
 
 The measurements themselves are not run here (they take minutes); these tests check that a results file turns into
 the tables of the book's Results page, that chapter wall-time files are not mistaken for machine results, and that
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from saae_lib import bench
+from benchmarks import bench
 
 
 def stats(mean, std=0.0, n=1):

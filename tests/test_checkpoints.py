@@ -7,7 +7,8 @@ import torch
 
 from saae_lib import checkpoints, settings, training
 from saae_lib.checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, train_or_load
-from saae_lib.training import TrainConfig, Trainer, predict
+from saae_lib.metrics import predict
+from saae_lib.training import TrainConfig, Trainer, train
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -108,7 +109,7 @@ def test_failed_save_keeps_the_old_checkpoint(monkeypatch, tmp_path, tiny_mnist,
 
 
 def test_load_missing_checkpoint_gives_advice(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train"):
+    with pytest.raises(checkpoints.CheckpointError, match="train"):
         load_checkpoint(tmp_path)
 
 
@@ -178,3 +179,27 @@ def test_train_or_load_ignores_the_device_name(monkeypatch, capsys, tiny_mnist, 
     again = train_or_load("device_name", data=tiny_mnist, progress=False, **{**options, "device": "auto"})
     assert "loaded" in capsys.readouterr().out
     assert_same_state(first, again)
+
+
+def test_a_checkpoint_of_the_first_format_still_loads(tmp_path, tiny_mnist, tiny_options):
+    """Format 1 stored every option, also those a model does not use (at their defaults then)."""
+    trainer = train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    state = trainer.state_dict()
+    state["config"].update(prior="gaussian", prior_std=1.0, label_aware=False)
+    torch.save(state, tmp_path / CHECKPOINT_NAME)  # no "format" key
+    loaded = load_checkpoint(tmp_path, data=tiny_mnist)
+    assert loaded.config == trainer.config and loaded.history == trainer.history
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: s["config"].update(hidden=(16, 16)), "do not fit the ae model"),
+    (lambda s: s["config"].update(model="vae"), "invalid configuration"),
+    (lambda s: s.pop("history"), "lacks history"),
+    (lambda s: s["optimizers"].clear(), "optimizers"),
+])
+def test_a_checkpoint_is_checked_before_use(change, match, tmp_path, tiny_mnist, tiny_options):
+    state = train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options).state_dict()
+    change(state)
+    torch.save(state, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(checkpoints.CheckpointError, match=match):
+        load_checkpoint(tmp_path, data=tiny_mnist)

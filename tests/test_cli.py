@@ -12,6 +12,8 @@ import functools
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from saae_lib import cli, metrics, settings
-from saae_lib.checkpoints import CHECKPOINT_NAME
+from saae_lib import cli, metrics, settings, training
+from saae_lib.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from saae_lib.digit_classifier import judge_path
 from saae_lib.training import TrainConfig
 
@@ -239,6 +241,32 @@ BAD_ARGUMENTS = {
     "sample to a non-npz file": ["sample", "{aae}", "--n", "4", "--out", "{new}.png"],
     "predict with an aae": ["predict", "{aae}", "--out", "{new}.npy"],
     "predict to a non-npy file": ["predict", "{semi}", "--out", "{new}.txt"],
+    # options a model does not use, and values out of range, are refused up front
+    "prior for the ae": ["train", "ae", "--out", "{new}", "--prior", "gaussian"],
+    "labels for the aae": ["train", "aae", "--out", "{new}", "--labels", "100"],
+    "clusters for the semi model": ["train", "semi", "--out", "{new}", "--clusters", "16"],
+    "balance for the aae": ["train", "aae", "--out", "{new}", "--balance", "1"],
+    "label-aware for the semi model": ["train", "semi", "--out", "{new}", "--label-aware"],
+    "prior-std for the mixture": ["train", "aae", "--out", "{new}", "--prior", "mixture", "--prior-std", "2"],
+    "balance nan": ["train", "cluster", "--out", "{new}", "--balance", "nan"],
+    "negative labels": ["train", "semi", "--out", "{new}", "--labels", "-10"],
+    "infinite learning rate": ["train", "ae", "--out", "{new}", "--lr", "inf"],
+    "validation split of every image": ["train", "ae", "--out", "{new}", "--validation-size", "60000"],
+    "no hidden width": ["train", "ae", "--out", "{new}", "--hidden", "0"],
+    # --resume continues the run that is there, as it is
+    "resume another model": ["train", "semi", "--out", "{aae}", "--resume", "--epochs", "5"],
+    "resume with another prior": ["train", "aae", "--out", "{aae}", "--resume", "--prior", "mixture", "--epochs", "5"],
+    "resume with another batch size": ["train", "aae", "--out", "{aae}", "--resume", "--batch-size", "7"],
+    "resume and force": ["train", "aae", "--out", "{aae}", "--resume", "--force"],
+    # --out is checked before any data is loaded
+    "out is a file": ["train", "ae", "--out", "{file}"],
+    "out below a file": ["train", "ae", "--out", "{file}/run"],
+    "sample out below a file": ["sample", "{aae}", "--n", "4", "--out", "{file}/x.npz"],
+    # encode and sample
+    "encode a classifier": ["encode", "{supervised}", "--out", "{new}.npz"],
+    "encode to a non-npz file": ["encode", "{aae}", "--out", "{new}.npy"],
+    "sample more images than fit in memory": ["sample", "{aae}", "--n", "50000000000", "--out", "{new}.npz"],
+    "sample with a seed out of range": ["sample", "{aae}", "--n", "4", "--out", "{new}.npz", "--seed", str(2**70)],
 }
 if not torch.cuda.is_available():
     BAD_ARGUMENTS["cuda without CUDA"] = ["train", "aae", "--out", "{new}", "--device", "cuda"]
@@ -247,8 +275,9 @@ if not torch.cuda.is_available():
 @pytest.mark.parametrize("argv", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
 def test_bad_arguments_exit_2_with_a_message(argv, runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
     places = {m: str(d) for m, d in runs.dirs.items()}
-    places |= {"new": str(tmp_path / "new"), "empty": str(tmp_path / "empty")}
+    places |= {"new": str(tmp_path / "new"), "empty": str(tmp_path / "empty"), "file": str(tmp_path / "afile")}
     before = sorted(p.name for p in runs.dirs["aae"].iterdir())
     # an exception escaping main() would be a traceback for the user: it fails this test
     assert run_main([arg.format(**places) for arg in argv]) == 2
@@ -256,6 +285,19 @@ def test_bad_arguments_exit_2_with_a_message(argv, runs, tmp_path, capsys):
     assert "error:" in err and "Traceback" not in err
     assert not any(p.name.startswith("new") for p in tmp_path.iterdir())  # nothing written
     assert sorted(p.name for p in runs.dirs["aae"].iterdir()) == before
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "ae", "--prior", "gaussian"], "--prior is not used by the ae model (it is used by aae, saae)"),
+    (["train", "aae", "--labels", "100"], "--labels is not used by the aae model (it is used by semi, supervised)"),
+    (["train", "cluster", "--balance", "nan"], "--balance must be a finite number >= 0, got nan"),
+    (["train", "semi", "--labels", "-10"], "--labels must be an integer in [10, 60000], got -10"),
+    (["train", "aae", "--prior", "mixture", "--prior-std", "2"], "prior_std sets the spread of the gaussian prior"),
+])
+def test_refused_options_are_named(argv, message, tmp_path, capsys):
+    assert run_main([*argv, "--out", tmp_path / "new"]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_existing_sample_needs_force(runs, tmp_path):
@@ -291,3 +333,212 @@ def test_python_dash_m_bad_arguments(session_dirs, tmp_path):
     assert "usage:" in result.stderr and "--epochs" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+# -- faults: each ends in one line and an exit code, and loses nothing --------------------------------------------
+def one_line_error(err: str) -> str:
+    """The error output of a failed command: exactly one line, no traceback, no advice to load unsafely."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "weights_only" not in err
+    return lines[0]
+
+
+@contextlib.contextmanager
+def interrupt_in_epoch(epoch):
+    """Ctrl-C while epoch `epoch` runs (its validation never ends, so its checkpoint is never written)."""
+    real, calls = training.Trainer.validate, []
+
+    def validate(self):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as patcher:
+        patcher.setattr(training.Trainer, "validate", validate)
+        yield
+
+
+def run_files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_force_interrupted_keeps_the_old_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main(["train", "ae", "--out", out, "--epochs", "1", "--device", "cpu"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = run_files(out)
+    capsys.readouterr()
+    with interrupt_in_epoch(2):
+        code = run_main(["train", "ae", "--out", out, "--epochs", "3", "--force", "--device", "cpu", "--seed", "1"])
+    assert code == 130
+    line = one_line_error(capsys.readouterr().err)
+    assert f"{out} is unchanged" in line and "1 finished epochs" in line
+    assert run_files(out) == before  # the old model, its metrics and the user's file, byte for byte
+    # the next --force run replaces the model and its metrics, and leaves the user's file alone
+    assert run_main(["train", "ae", "--out", out, "--epochs", "2", "--force", "--device", "cpu"]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len(torch.load(out / CHECKPOINT_NAME, weights_only=True)["history"]) == 2
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert not (tmp_path / "run.partial").exists()
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, capsys):
+    out, straight = tmp_path / "run", tmp_path / "straight"
+    with interrupt_in_epoch(2):
+        assert run_main(["train", "aae", "--out", out, "--epochs", "3", "--device", "cpu"]) == 130
+    line = one_line_error(capsys.readouterr().err)
+    assert f"{out} holds 1 of 3 epochs" in line and "--resume" in line
+    assert not (out / "metrics.json").exists()
+    assert run_main(["train", "aae", "--out", out, "--resume", "--device", "cpu"]) == 0  # up to the 3 asked for
+    assert run_main(["train", "aae", "--out", straight, "--epochs", "3", "--device", "cpu"]) == 0
+    resumed, uninterrupted = (torch.load(d / CHECKPOINT_NAME, weights_only=True) for d in (out, straight))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed["history"]] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in uninterrupted["history"]]
+    assert all(torch.equal(resumed["model"][k], uninterrupted["model"][k]) for k in uninterrupted["model"])
+
+
+def test_ctrl_c_in_any_command_exits_130(runs, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_checkpoint", interrupted)
+    assert run_main(["evaluate", runs.dirs["aae"]]) == 130
+    assert one_line_error(capsys.readouterr().err) == "interrupted"
+
+
+def damage(path, how):
+    good = path.read_bytes()
+    if how == "random bytes":
+        path.write_bytes(os.urandom(5000))
+    elif how == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "foreign tensors":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif how == "foreign object":
+        torch.save({"config": SimpleNamespace(model="aae")}, path)  # weights_only cannot load it
+    else:
+        state = torch.load(path, weights_only=True)
+        if how == "other shapes":
+            state["config"]["hidden"] = (16, 16)
+        elif how == "unknown model":
+            state["config"]["model"] = "vae"
+        elif how == "unknown option":
+            state["config"]["temperature"] = 1.0
+        elif how == "missing optimizer":
+            state["optimizers"].pop("generator")
+        torch.save(state, path)
+
+
+DAMAGES = ["random bytes", "truncated", "empty", "foreign tensors", "foreign object", "other shapes", "unknown model",
+           "unknown option", "missing optimizer"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_checkpoint_is_one_line_naming_the_file(how, runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs.dirs["aae"], run)
+    damage(run / CHECKPOINT_NAME, how)
+    assert run_main(["evaluate", run]) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert line.startswith("error: ") and str(run / CHECKPOINT_NAME) in line
+    assert "train the model again" in line or "train one first" in line
+    # resuming or sampling from it ends the same way
+    assert run_main(["sample", run, "--n", "4", "--out", tmp_path / "s.npz"]) == 1
+    assert str(run / CHECKPOINT_NAME) in one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_damaged_checkpoint_in_a_real_process(runs, session_dirs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs.dirs["aae"], run)
+    damage(run / CHECKPOINT_NAME, "truncated")
+    result = subprocess.run([sys.executable, "-m", "saae_lib", "evaluate", str(run)], capture_output=True, text=True,
+                            cwd=ROOT, env=subprocess_env(session_dirs), timeout=300)
+    assert result.returncode == 1
+    assert str(run / CHECKPOINT_NAME) in one_line_error(result.stderr)
+
+
+def test_ctrl_c_in_a_real_process(session_dirs, tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "saae_lib", "train", "ae", "--out", str(out), "--epochs", "500",
+                                "--hidden", "64", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT, env=subprocess_env(session_dirs))
+    for line in process.stdout:  # wait until the first epoch is saved
+        if line.startswith("epoch 1/500"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "--resume" in one_line_error(err)
+    assert len(torch.load(out / CHECKPOINT_NAME, weights_only=True)["history"]) >= 1
+
+
+def test_disk_error_while_writing_keeps_the_old_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert run_main(["train", "ae", "--out", out, "--epochs", "1", "--device", "cpu"]) == 0
+    before = run_files(out)
+    capsys.readouterr()
+
+    def full_disk(text, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "atomic_write_text", full_disk)
+    assert run_main(["train", "ae", "--out", out, "--epochs", "2", "--force", "--device", "cpu"]) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert "No space left on device" in line and "metrics.json" in line
+    assert run_files(out) == before
+
+
+def test_networks_too_large_for_memory(tmp_path, capsys):
+    assert run_main(["train", "ae", "--out", tmp_path / "run", "--hidden", "2000000000", "--device", "cpu"]) == 1
+    assert "out of memory" in one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_refused_before_any_work(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    assert run_main(["train", "ae", "--out", locked / "run", "--epochs", "1"]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_smoke_checkpoint_says_so_outside_smoke_mode(runs, monkeypatch, capsys):
+    monkeypatch.setattr(settings, "FAST", False)
+    assert run_main(["evaluate", runs.dirs["aae"]]) == 0
+    assert json.loads(capsys.readouterr().out)["smoke"] == settings.SMOKE_NOTE
+
+
+def test_data_folder_one_level_too_deep(raw_copy, tmp_path, monkeypatch, capsys):
+    root, raw = raw_copy
+    before = sorted(p.name for p in raw.iterdir())
+    monkeypatch.setenv("SAAE_DATA_DIR", str(raw))
+    assert run_main(["train", "ae", "--out", tmp_path / "run", "--epochs", "1"]) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert f"point SAAE_DATA_DIR (or root=) at {root}" in line
+    assert sorted(p.name for p in raw.iterdir()) == before  # nothing created inside
+
+
+@pytest.mark.parametrize("model, dim", [("aae", 2), ("semi", 10), ("cluster", 5)])
+def test_encode_writes_the_test_codes(model, dim, runs, tmp_path):
+    out = tmp_path / "codes.npz"
+    assert run_main(["encode", runs.dirs[model], "--out", out]) == 0
+    arrays = np.load(out)
+    assert arrays["codes"].dtype == np.float32 and arrays["codes"].shape == (TEST_SIZE, dim)
+    assert arrays["labels"].dtype == np.int64 and arrays["labels"].shape == (TEST_SIZE,)
+    assert "SMOKE" in str(arrays["smoke"])
+    trainer = load_checkpoint(runs.dirs[model])
+    assert np.array_equal(arrays["labels"], trainer.data.test_labels.numpy())
+    np.testing.assert_allclose(arrays["codes"], metrics.encode(trainer.model, trainer.data.test_images).numpy())
+
+
+def test_sample_decodes_in_chunks(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "SAMPLE_CHUNK", 7)
+    assert run_main(["sample", runs.dirs["saae"], "--n", 20, "--out", tmp_path / "s.npz"]) == 0
+    arrays = np.load(tmp_path / "s.npz")
+    assert arrays["images"].shape == (20, 28, 28) and arrays["labels"].shape == (20,)
+    assert len(set(arrays["labels"].tolist())) > 1  # random labels drawn for every chunk

@@ -3,8 +3,18 @@
 import pytest
 import torch
 
-from saae_lib.models import AdversarialAutoencoder, Autoencoder, Decoder, SemiSupervisedAAE, mlp
+from saae_lib import evaluation
+from saae_lib.models import (
+    MODELS,
+    AdversarialAutoencoder,
+    Autoencoder,
+    Decoder,
+    SemiSupervisedAAE,
+    SupervisedAAE,
+    mlp,
+)
 from saae_lib.priors import MixtureOfGaussiansPrior, make_prior
+from saae_lib.training import CONFIG_FIELDS, MODEL_OPTIONS, TrainConfig
 
 HIDDEN = (32, 32)
 
@@ -50,7 +60,7 @@ def test_aae_has_a_discriminator_on_the_codes():
 
 
 def test_saae_decoder_takes_label_and_code():
-    model = AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, supervised=True)
+    model = SupervisedAAE(latent_dim=2, hidden=HIDDEN)
     assert model.kind == "saae"
     assert model.decoder.net[0].in_features == 12  # one-hot label (10) + z (2)
     z = torch.randn(4, 2)
@@ -64,7 +74,7 @@ def test_saae_decoder_takes_label_and_code():
 
 
 def test_conditioned_decoder_without_labels_raises():
-    model = AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, supervised=True)
+    model = SupervisedAAE(latent_dim=2, hidden=HIDDEN)
     with pytest.raises(ValueError, match="pass labels"):
         model.decode(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="0..9"):
@@ -86,7 +96,7 @@ def test_aae_argument_checks():
 
 def test_class_conditional_discriminator_with_a_gaussian_prior():
     """label_aware with a Gaussian: D(z, y) judges each digit's codes against the same N(0, I)."""
-    model = AdversarialAutoencoder(2, HIDDEN, supervised=True, label_aware=True)
+    model = SupervisedAAE(2, HIDDEN, label_aware=True)
     assert model.discriminator[0].in_features == 12
     z = torch.zeros(2, 2)
     assert not torch.equal(model.discriminate(z, torch.tensor([0, 0])), model.discriminate(z, torch.tensor([0, 1])))
@@ -95,7 +105,7 @@ def test_class_conditional_discriminator_with_a_gaussian_prior():
 @pytest.mark.parametrize("n_classes", [10, 16])
 def test_semi_supervised_shapes(images, n_classes):
     model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_classes=n_classes)
-    y, z = model.encode(images)
+    y, z = model.label_probabilities(images), model.encode(images)
     assert y.shape == (6, n_classes) and z.shape == (6, 5)
     torch.testing.assert_close(y.sum(1), torch.ones(6))
     assert (y >= 0).all()
@@ -114,3 +124,73 @@ def test_decoder_with_probability_vectors():
     decoder = Decoder(latent_dim=2, hidden=HIDDEN, n_classes=10)
     probabilities = torch.softmax(torch.randn(3, 10), dim=1)
     assert decoder(torch.zeros(3, 2), probabilities).shape == (3, 784)
+
+
+# -- each model's description ------------------------------------------------------------------------------------
+def parameter_ids(*modules):
+    return {id(p) for module in modules for p in module.parameters()}
+
+
+PHASES = {  # model -> phase -> the submodules whose parameters that phase's optimizer updates
+    "ae": {"reconstruction": ("encoder", "decoder")},
+    "aae": {"reconstruction": ("encoder", "decoder"), "discriminator": ("discriminator",),
+            "generator": ("encoder",)},
+    "saae": {"reconstruction": ("encoder", "decoder"), "discriminator": ("discriminator",),
+             "generator": ("encoder",)},
+    "semi": {"reconstruction": ("encoder", "decoder"), "discriminator": ("style_discriminator", "label_discriminator"),
+             "generator": ("encoder",), "classification": ("encoder",)},
+    "cluster": {"reconstruction": ("encoder", "decoder"),
+                "discriminator": ("style_discriminator", "label_discriminator"), "generator": ("encoder",)},
+    "supervised": {"classification": ("encoder",)},
+}
+
+
+def test_every_model_is_described():
+    assert set(MODELS) == set(PHASES)  # a new model needs its row here
+    for kind, model in MODELS.items():
+        assert model.kind == kind
+        assert set(model.options) <= set(MODEL_OPTIONS)
+        assert set(model.defaults) <= set(CONFIG_FIELDS)
+        assert {"epochs", "latent_dim", "batch_size", "lr"} <= set(model.defaults)
+        assert set(model.measures) <= set(evaluation.MEASURES)
+        assert all(option in model.defaults for option in model.options if option not in {"prior_std"})
+
+
+@pytest.mark.parametrize("kind", sorted(PHASES))
+def test_each_phase_updates_its_own_parameters(kind):
+    options = dict(model=kind, hidden=HIDDEN, device="cpu")
+    trainer_config = TrainConfig(**options, **({"n_clusters": 4} if kind == "cluster" else {})).resolved()
+    model = MODELS[kind].from_config(trainer_config)
+    phases = model.phases(trainer_config)
+    assert {name: {id(p) for m in modules for p in m.parameters()} for name, (modules, _) in phases.items()} == {
+        name: parameter_ids(*(getattr(model, part) for part in parts)) for name, parts in PHASES[kind].items()}
+    learning_rates = {name: lr for name, (_, lr) in phases.items()}
+    for name, lr in learning_rates.items():
+        adversarial = name in {"discriminator", "generator"}
+        assert lr == (trainer_config.adversarial_lr if adversarial else trainer_config.lr)
+    # every parameter is trained by some phase, and no module is built and thrown away
+    assert set().union(*({id(p) for m in modules for p in m.parameters()} for modules, _ in phases.values())) == {
+        id(p) for p in model.parameters()}
+
+
+def test_supervised_aae_builds_one_decoder():
+    saae, aae = SupervisedAAE(2, HIDDEN), AdversarialAutoencoder(2, HIDDEN)
+    extra = 10 * HIDDEN[0]  # the one-hot label's weights into the decoder's first layer
+    assert sum(p.numel() for p in saae.parameters()) == sum(p.numel() for p in aae.parameters()) + extra
+
+
+@pytest.mark.parametrize("kind, label_classes", [("ae", 0), ("aae", 0), ("saae", 10), ("semi", 10), ("cluster", 4)])
+def test_generate_decodes_prior_samples(kind, label_classes):
+    config = TrainConfig(model=kind, hidden=HIDDEN, **({"n_clusters": 4} if kind == "cluster" else {})).resolved()
+    model = MODELS[kind].from_config(config)
+    assert model.label_classes == label_classes
+    images, labels = model.generate(6, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (6, 784) and images.min() >= 0 and images.max() <= 1
+    if label_classes:
+        assert labels.shape == (6,) and labels.max() < label_classes
+        fixed, _ = model.generate(3, labels=torch.tensor([1, 1, 1]))
+        assert fixed.shape == (3, 784)
+    else:
+        assert labels is None
+        with pytest.raises(ValueError, match="takes no label"):
+            model.generate(3, labels=torch.tensor([1, 1, 1]))

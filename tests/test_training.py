@@ -1,14 +1,18 @@
 """Tests for saae_lib.training: configs, the shared loop for all five models, learning, determinism, NaN guard."""
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from saae_lib import settings, training
-from saae_lib.metrics import reconstruction_error
-from saae_lib.training import DEFAULTS, MODELS, TrainConfig, Trainer, balance_penalty, predict, train
+from saae_lib import models, settings, training
+from saae_lib.checkpoints import load_checkpoint, save_checkpoint
+from saae_lib.metrics import predict, reconstruction_error
+from saae_lib.models import MODELS, balance_penalty
+from saae_lib.training import DEFAULTS, MODEL_OPTIONS, TrainConfig, Trainer, train
 
 LOSS_KEYS = {
     "ae": {"reconstruction"},
@@ -181,7 +185,7 @@ def test_non_finite_loss_raises_with_advice(monkeypatch, tiny_mnist, tiny_option
     def poisoned(logits, x):
         return F.binary_cross_entropy_with_logits(logits.float(), x) * float("nan")
 
-    monkeypatch.setattr(training, "reconstruction_loss", poisoned)
+    monkeypatch.setattr(models, "reconstruction_loss", poisoned)
     trainer = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
     with pytest.raises(FloatingPointError, match="(?s)epoch 1.*Lower the learning rates"):
         trainer.fit(progress=False)
@@ -226,3 +230,73 @@ def test_settings_fast_is_read_at_call_time(monkeypatch):
     fast_epochs = TrainConfig(model="ae").resolved().epochs
     monkeypatch.setattr(settings, "FAST", False)
     assert fast_epochs == training.FAST_EPOCHS < TrainConfig(model="ae").resolved().epochs
+
+
+# -- strict configuration ---------------------------------------------------------------------------------------
+UNUSED = [(option, kind) for option in MODEL_OPTIONS for kind, model in MODELS.items() if option not in model.options]
+VALUES = {"prior": "gaussian", "prior_std": 1.0, "label_aware": False, "n_labels": 100, "n_clusters": 16,
+          "input_noise": 0.3, "balance": 0.0, "adversarial_lr": 1e-3}
+
+
+@pytest.mark.parametrize("option, kind", UNUSED, ids=[f"{o}-{k}" for o, k in UNUSED])
+def test_an_option_the_model_does_not_use_is_refused(option, kind):
+    """Even at its usual value: a set option either changes the run or is refused."""
+    with pytest.raises(training.ConfigError, match=f"{option} is not used by the {kind} model") as caught:
+        TrainConfig(model=kind, **{option: VALUES[option]}).resolved()
+    assert caught.value.option == option
+    users = [k for k, model in MODELS.items() if option in model.options]
+    assert f"(it is used by {', '.join(users)})" in str(caught.value)
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(model="cluster", balance=float("nan")), "balance must be a finite number"),
+    (dict(model="semi", n_labels=-10), "n_labels must be an integer"),
+    (dict(model="semi", n_labels=True), "n_labels must be an integer"),
+    (dict(model="ae", lr=float("inf")), "lr must be a finite number > 0"),
+    (dict(model="aae", adversarial_lr=0.0), "adversarial_lr must be a finite number > 0"),
+    (dict(model="aae", prior_std=-1.0), "prior_std must be"),
+    (dict(model="aae", prior="swiss_roll", prior_std=2.0), "prior_std sets the spread of the gaussian prior"),
+    (dict(model="ae", hidden=()), "hidden must be"),
+    (dict(model="ae", hidden=(100, 0)), "hidden must be"),
+    (dict(model="ae", seed=-1), "seed must be"),
+    (dict(model="ae", validation_size=60000), "validation_size must be"),
+    (dict(model="semi", input_noise=-0.1), "input_noise must be"),
+    (dict(model="cluster", n_clusters=1), "n_clusters must be"),
+    (dict(model="aae", label_aware="yes"), "label_aware must be True or False"),
+])
+def test_out_of_range_values_are_refused(options, match):
+    with pytest.raises(training.ConfigError, match=match):
+        TrainConfig(**options).resolved()
+
+
+def test_resolved_stores_none_for_options_a_model_does_not_use(full):
+    config = TrainConfig(model="ae").resolved()
+    assert all(getattr(config, option) is None for option in MODEL_OPTIONS)
+    aae = TrainConfig(model="aae").resolved()
+    assert (aae.prior, aae.label_aware, aae.n_labels, aae.balance) == ("gaussian", False, None, None)
+
+
+def test_validation_size_sets_the_split(fast, isolated):
+    trainer = Trainer(TrainConfig(model="ae", validation_size=300, epochs=1, hidden=(8,), device="cpu"))
+    assert len(trainer.data.val_images) == 300 and trainer.data.validation_size == 300
+    with pytest.raises(training.ConfigError, match="validation_size"):  # data split otherwise than the config says
+        Trainer(TrainConfig(model="ae", validation_size=1000, hidden=(8,), device="cpu"), trainer.data)
+
+
+# -- no global side effects ---------------------------------------------------------------------------------------
+def global_random_states():
+    return random.getstate(), np.random.get_state()[1].tolist(), torch.random.get_rng_state()
+
+
+def test_building_and_loading_leave_the_callers_generators_alone(tmp_path, tiny_mnist, tiny_options):
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    before = global_random_states()
+    trainer = train("semi", data=tiny_mnist, epochs=1, seed=5, progress=False, **tiny_options)
+    save_checkpoint(trainer, tmp_path)
+    load_checkpoint(tmp_path, data=tiny_mnist)
+    after = global_random_states()
+    assert before[0] == after[0] and before[1] == after[1] and torch.equal(before[2], after[2])
+    # and the run itself does not depend on them: another global seed, the same model
+    torch.manual_seed(999)
+    again = train("semi", data=tiny_mnist, epochs=1, seed=5, progress=False, **tiny_options)
+    assert same_parameters(parameters(trainer.model), parameters(again.model))
