@@ -2,8 +2,12 @@
 
 from pathlib import Path
 
-import tomllib
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package (the test extra installs it)
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
