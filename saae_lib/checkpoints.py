@@ -62,10 +62,10 @@ def read_state(path: Path, keys=STATE_KEYS, what="a saae_lib checkpoint", advice
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}: train one first (python -m saae_lib train ... --out DIR)") \
             from None
-    except OSError as error:
+    except (PermissionError, IsADirectoryError) as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}; check the path and its "
                               "permissions") from None
-    except Exception:  # a truncated zip, a foreign pickle, random bytes: all end in the same advice
+    except Exception:  # a truncated zip (a RuntimeError, or an OSError), a foreign pickle, random bytes
         raise CheckpointError(f"{path} cannot be read as {what}: it is damaged, truncated or another kind of "
                               f"file; {advice}") from None
     missing = [key for key in keys if not isinstance(state, dict) or key not in state]

@@ -103,7 +103,7 @@ def resumed_trainer(args, out: Path) -> Trainer:
         raise Usage(f"--resume: no {CHECKPOINT_NAME} in {out}; train a model there first")
     state, saved = read_checkpoint(out)
     if args.model != saved["model"]:
-        raise Usage(f"--resume: {out} holds a {saved['model']} run, not {args.model}")
+        raise Usage(f"--resume: {out} holds a run of the {saved['model']} model, not of {args.model}")
     for option, value in given_options(args).items():
         if option != "epochs" and not same_value(value, saved[option]):
             flag = FLAGS[option][0]

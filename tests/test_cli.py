@@ -414,6 +414,8 @@ def damage(path, how):
         path.write_bytes(os.urandom(5000))
     elif how == "truncated":
         path.write_bytes(good[: len(good) // 2])
+    elif how == "truncated early":  # torch reports this one as an OSError (EINVAL), not as a damaged archive
+        path.write_bytes(good[:20000])
     elif how == "empty":
         path.write_bytes(b"")
     elif how == "foreign tensors":
@@ -433,7 +435,7 @@ def damage(path, how):
         torch.save(state, path)
 
 
-DAMAGES = ["random bytes", "truncated", "empty", "foreign tensors", "foreign object", "other shapes", "unknown model",
+DAMAGES = ["random bytes", "truncated", "truncated early", "empty", "foreign tensors", "foreign object", "other shapes", "unknown model",
            "unknown option", "missing optimizer"]
 
 
