@@ -102,7 +102,7 @@ def checked_config(state: dict, path: Path) -> dict:
         TrainConfig(**config).resolved()
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{path} holds an invalid configuration ({error}); {RETRAIN}") from None
-    return config
+    return asdict(TrainConfig(**config))  # options added since it was written take their defaults
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:

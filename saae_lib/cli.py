@@ -30,7 +30,7 @@ from .checkpoints import (
 from .data import DataError
 from .models import MODELS
 from .priors import PRIORS
-from .training import DEFAULTS, PRECISIONS, ConfigError, TrainConfig, Trainer
+from .training import DEFAULTS, LR_SCHEDULES, PRECISIONS, ConfigError, TrainConfig, Trainer
 
 METRICS_NAME = "metrics.json"
 SAMPLE_CHUNK = 10_000  # images decoded at a time by `sample`
@@ -54,6 +54,8 @@ FLAGS = {
     "latent_dim": ("--latent-dim", dict(type=int, help="size of the code z")),
     "hidden": ("--hidden", dict(type=int, nargs="+", help="widths of the hidden layers (default: 1000 1000)")),
     "lr": ("--lr", dict(type=float, help="learning rate of the reconstruction and classification phases")),
+    "lr_schedule": ("--lr-schedule", dict(choices=LR_SCHEDULES, help="constant (default), or cosine: every learning "
+                                          "rate decays to ~0 over the run's epochs")),
     "adversarial_lr": ("--adversarial-lr", dict(type=float, help="learning rate of the adversarial phases")),
     "prior": ("--prior", dict(choices=sorted(PRIORS), help="prior on z (default gaussian)")),
     "prior_std": ("--prior-std", dict(type=float, help="standard deviation of a Gaussian prior (default 1)")),

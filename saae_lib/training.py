@@ -29,6 +29,7 @@ with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to t
 DEFAULTS = {kind: model.defaults for kind, model in MODELS.items()}
 FAST_EPOCHS = 2
 PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,7 @@ class TrainConfig:
     latent_dim: int | None = None
     hidden: tuple[int, ...] = (1000, 1000)
     lr: float | None = None  # reconstruction phase (and cross-entropy phase)
+    lr_schedule: str = "constant"  # "cosine": every phase's learning rate decays to ~0 over the epochs (lr_factor)
     precision: str = "auto"  # "auto" (bf16 on CPUs that have it, else fp32), "bf16" or "fp32"
     seed: int = 0
     device: str = "auto"
@@ -119,6 +121,7 @@ CHECKS = {
                     "one or more positive layer widths"),
     "lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "precision": Check(lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    "lr_schedule": Check(lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
     "seed": Check(lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
     "device": Check(lambda v: isinstance(v, str) and bool(v), "a device name ('auto', 'cpu', 'cuda', 'mps')"),
     "validation_size": Check(lambda v: _is_int(v) and 0 <= v < TRAIN_IMAGES, f"an integer in [0, {TRAIN_IMAGES})"),
@@ -133,6 +136,17 @@ CHECKS = {
 MODEL_OPTIONS = ("prior", "prior_std", "label_aware", "n_labels", "n_clusters", "input_noise", "balance",
                  "adversarial_lr")
 CONFIG_FIELDS = tuple(field.name for field in fields(TrainConfig))
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """The learning rates of epoch `epoch` (1-based) of `epochs`, as a fraction of the configured ones.
+
+    "cosine" ends the adversarial game at rest instead of wherever its last swing was: 1 in the first epoch, then
+    half a cosine down to 0.5 * (1 + cos(pi * (epochs - 1) / epochs)), about 1 % of the full rate for 15 epochs;
+    epochs beyond `epochs` keep that last rate."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (min(epoch, epochs) - 1) / epochs))
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -164,6 +178,7 @@ class Trainer:
             self.model = MODELS[self.config.model].from_config(self.config).to(self.device)
         phases = self.model.phases(self.config)
         self.optimizers = {name: self.adam(modules, lr) for name, (modules, lr) in phases.items()}
+        self.base_lrs = {name: lr for name, (_, lr) in phases.items()}
         self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
         self.history: list[dict] = []
         self.smoke = settings.FAST  # trained (partly) in smoke mode: its numbers are not real results
@@ -199,6 +214,7 @@ class Trainer:
         self.smoke = self.smoke or settings.FAST
         for epoch in bar:
             start = time.perf_counter()
+            self.set_learning_rates(lr_factor(self.config.lr_schedule, epoch, self.config.epochs))
             self.model.train()
             sums, n_batches = defaultdict(float), 0
             for x, y in batches(self.data.train_images, self.data.train_labels, batch_size=self.config.batch_size,
@@ -232,6 +248,11 @@ class Trainer:
         if "classification" in self.model.measures:
             result["val_error"] = metrics.classification_error(metrics.predict(self.model, images), labels)
         return result
+
+    def set_learning_rates(self, factor: float) -> None:
+        for name, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = self.base_lrs[name] * factor
 
     # -- what the models' steps share ------------------------------------------------------------------------------
     def autocast(self):

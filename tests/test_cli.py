@@ -152,6 +152,8 @@ def test_train_options_for_the_fixes(tmp_path):
                      "--clusters", "4", "--balance", "2.5"]) == 0
     cluster = torch.load(tmp_path / "cluster" / CHECKPOINT_NAME, weights_only=True)
     assert cluster["config"]["balance"] == 2.5
+    assert run_main(["train", "ae", "--out", tmp_path / "ae", "--epochs", "1", "--lr-schedule", "cosine"]) == 0
+    assert torch.load(tmp_path / "ae" / CHECKPOINT_NAME, weights_only=True)["config"]["lr_schedule"] == "cosine"
 
 
 def test_evaluate_prints_one_json_object(runs, capsys):
@@ -435,8 +437,8 @@ def damage(path, how):
         torch.save(state, path)
 
 
-DAMAGES = ["random bytes", "truncated", "truncated early", "empty", "foreign tensors", "foreign object", "other shapes", "unknown model",
-           "unknown option", "missing optimizer"]
+DAMAGES = ["random bytes", "truncated", "truncated early", "empty", "foreign tensors", "foreign object",
+           "other shapes", "unknown model", "unknown option", "missing optimizer"]
 
 
 @pytest.mark.parametrize("how", DAMAGES)

@@ -300,3 +300,34 @@ def test_building_and_loading_leave_the_callers_generators_alone(tmp_path, tiny_
     torch.manual_seed(999)
     again = train("semi", data=tiny_mnist, epochs=1, seed=5, progress=False, **tiny_options)
     assert same_parameters(parameters(trainer.model), parameters(again.model))
+
+
+# -- learning-rate schedule ----------------------------------------------------------------------------------------
+def test_lr_factor():
+    assert [training.lr_factor("constant", e, 4) for e in (1, 4, 9)] == [1.0, 1.0, 1.0]
+    cosine = [training.lr_factor("cosine", e, 4) for e in (1, 2, 3, 4, 5)]
+    assert cosine[0] == 1.0 and cosine[2] == pytest.approx(0.5) and cosine[3] == pytest.approx(0.1464, abs=1e-4)
+    assert cosine[4] == cosine[3]  # beyond the run's epochs: the last rate
+    with pytest.raises(training.ConfigError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(model="ae", lr_schedule="step").resolved()
+
+
+def test_cosine_schedule_changes_the_run_from_the_second_epoch(tiny_mnist, tiny_options):
+    runs = {s: train("aae", data=tiny_mnist, epochs=3, lr_schedule=s, progress=False, **tiny_options)
+            for s in ("constant", "cosine")}
+    constant, cosine = (without_time(runs[s].history) for s in ("constant", "cosine"))
+    assert constant[0] == cosine[0] and constant[1] != cosine[1]
+    last = training.lr_factor("cosine", 3, 3)
+    for name, optimizer in runs["cosine"].optimizers.items():
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(runs["cosine"].base_lrs[name] * last)
+
+
+def test_cosine_schedule_resumes_exactly(tmp_path, tiny_mnist, tiny_options):
+    straight = train("aae", data=tiny_mnist, epochs=3, lr_schedule="cosine", progress=False, **tiny_options)
+    first = Trainer(TrainConfig(model="aae", epochs=3, lr_schedule="cosine", **tiny_options), tiny_mnist)
+    first.fit(epochs=1, progress=False)
+    save_checkpoint(first, tmp_path)
+    resumed = load_checkpoint(tmp_path, data=tiny_mnist)
+    resumed.fit(progress=False)
+    assert without_time(resumed.history) == without_time(straight.history)
+    assert same_parameters(parameters(resumed.model), parameters(straight.model))
