@@ -7,6 +7,8 @@ Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m be
 
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ def main(paths):
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
     os.environ["SAAE_PROGRESS"] = "0"  # the kernel inherits it: no progress-bar fragments in stored outputs
     label = machine_label(settings.pick_device())
+    record_environment(label)
     record_path = chapters_path(label, ROOT / RESULTS_DIR)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
     record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,20 @@ def main(paths):
         # written after each chapter, so that an interrupted run keeps the times it measured
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
+
+
+def record_environment(label):
+    """The exact package versions behind the stored outputs: constraints/notebooks-<machine>.txt."""
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    header = (f"# The environment of the last full run of the chapters (make notebooks) on {label}, "
+              f"{time.strftime('%Y-%m-%d')}, commit {commit.strip() or 'unknown'}, "
+              f"Python {platform.python_version()}.\n"
+              f"# Reproduce: pip install -c constraints/notebooks-{label}.txt -e \".[book,test]\"\n")
+    path = ROOT / "constraints" / f"notebooks-{label}.txt"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(header + frozen)
 
 
 if __name__ == "__main__":
