@@ -136,13 +136,18 @@ def load_checkpoint(path: str | os.PathLike, data: MNIST | None = None, device: 
     `device` overrides the device it was trained on (by default: that device if it is here, else the best one).
     """
     state, config = read_checkpoint(path)
-    config["device"] = device if device is not None else usable_device(config["device"])
+    return restore(state, config, checkpoint_file(path), data, device)
+
+
+def restore(state: dict, config: dict, path: Path, data: MNIST | None = None, device: str | None = None) -> Trainer:
+    """The trainer of a checkpoint already read (read_checkpoint) from `path`."""
+    config = {**config, "device": device if device is not None else usable_device(config["device"])}
     try:
         return Trainer(TrainConfig(**config), data, state=state)
     except ConfigError:
         raise
     except ValueError as error:  # weights or optimizer states that do not fit the model the config describes
-        raise CheckpointError(f"{checkpoint_file(path)} is damaged: {error}; {RETRAIN}") from None
+        raise CheckpointError(f"{path} is damaged: {error}; {RETRAIN}") from None
 
 
 def runs_dir() -> Path:

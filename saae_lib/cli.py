@@ -25,6 +25,7 @@ from .checkpoints import (
     atomic_write_text,
     load_checkpoint,
     read_checkpoint,
+    restore,
     save_checkpoint,
 )
 from .data import DataError
@@ -116,7 +117,7 @@ def resumed_trainer(args, out: Path) -> Trainer:
     if total <= done:
         raise Usage(f"--resume: {out} already has {done} epochs; ask for more with --epochs")
     check_folder(out)
-    trainer = load_checkpoint(out, device=args.device)
+    trainer = restore(state, saved, out / CHECKPOINT_NAME, device=args.device)
     trainer.config = replace(trainer.config, epochs=total)
     return trainer
 

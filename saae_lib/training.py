@@ -82,7 +82,7 @@ class TrainConfig:
                                           f"(it is used by {', '.join(users)})")
         filled = {key: value for key, value in model.defaults.items() if getattr(self, key) is None}
         if "epochs" in filled and settings.FAST:
-            filled["epochs"] = FAST_EPOCHS
+            filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
         config = replace(self, **filled, hidden=tuple(self.hidden) if _is_sequence(self.hidden) else self.hidden)
         for option, check in CHECKS.items():
             value = getattr(config, option)
@@ -133,8 +133,7 @@ CHECKS = {
     "balance": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "adversarial_lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
 }
-MODEL_OPTIONS = ("prior", "prior_std", "label_aware", "n_labels", "n_clusters", "input_noise", "balance",
-                 "adversarial_lr")
+MODEL_OPTIONS = tuple(dict.fromkeys(option for model in MODELS.values() for option in model.options))
 CONFIG_FIELDS = tuple(field.name for field in fields(TrainConfig))
 
 
