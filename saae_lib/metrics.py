@@ -32,6 +32,16 @@ def reconstruct(model, images, labels=None, batch_size=2000):
 
 
 @torch.no_grad()
+def label_probabilities(model, images, batch_size=2000):
+    """q(y | x) of all images (semi-supervised and clustering models)."""
+    was_training = model.training
+    model.eval()
+    parts = [model.label_probabilities(chunk) for chunk in check_images(images).split(batch_size)]
+    model.train(was_training)
+    return torch.cat(parts).float()
+
+
+@torch.no_grad()
 def predict(model, images, batch_size=2000):
     """model.classify of all images: a digit (semi, supervised) or a cluster (cluster) per image."""
     was_training = model.training
@@ -81,6 +91,16 @@ def prior_match(model, images, n=2000, seed=0, prior=None) -> float:
     return mmd(codes.cpu(), samples)
 
 
+def component_accuracy(model, images, labels) -> float:
+    """Share of images whose code is most likely under their own digit's component of the model's prior (a
+    label-aware mixture: each digit owns one component)."""
+    prior = model.code_prior()
+    if not hasattr(prior, "component_log_density"):
+        raise ValueError(f"component_accuracy needs a prior made of one component per digit, not {prior}")
+    nearest = prior.component_log_density(encode(model, images).cpu()).argmax(dim=1)
+    return float((nearest == check_labels(labels).cpu()).float().mean())
+
+
 def nearest_code_accuracy(model, images, labels, reference_images, reference_labels) -> float:
     """How much the codes know about the digit: each image takes the label of the reference image whose code is
     nearest (a 1-nearest-neighbour classifier on the codes); chance is 1 / 10."""
@@ -108,6 +128,12 @@ def cluster_labels(clusters: torch.Tensor, labels: torch.Tensor, n_clusters: int
     mapping = counts.argmax(dim=1)
     mapping[counts.sum(dim=1) == 0] = -1
     return mapping
+
+
+def cluster_labels_by_top_image(probabilities: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each cluster named by the label of the one image with the highest probability of it, q(y = c | x): the rule
+    of Makhzani et al. (2015), who apply it to validation images."""
+    return check_labels(labels.cpu())[probabilities.cpu().argmax(dim=0)]
 
 
 def clustering_error(clusters, labels, mapping: torch.Tensor) -> float:

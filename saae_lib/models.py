@@ -213,6 +213,7 @@ class AdversarialAutoencoder(Autoencoder):
     kind = "aae"
     options = ("prior", "prior_std", "label_aware", "adversarial_lr")
     defaults = dict(epochs=15, latent_dim=2, prior="gaussian", label_aware=False, **_ADVERSARIAL)
+    measures = ("reconstruction", "prior_match", "component_match")  # the last: label-aware mixtures only
 
     def __init__(self, latent_dim=2, hidden=(1000, 1000), prior: Prior | None = None, label_aware=False):
         super().__init__(latent_dim, hidden)
@@ -280,7 +281,7 @@ class SupervisedAAE(AdversarialAutoencoder):
 
     kind = "saae"
     defaults = dict(AdversarialAutoencoder.defaults)
-    measures = ("reconstruction", "prior_match", "generated_digits")
+    measures = ("reconstruction", "prior_match", "component_match", "generated_digits")
     label_classes = N_CLASSES
 
     def decoder_labels(self, y):

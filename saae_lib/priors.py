@@ -86,13 +86,16 @@ class MixtureOfGaussiansPrior(Prior):
         across = self.tangential_std * noise[:, 1:]
         return radial * along + tangential * across
 
-    def log_density(self, points):
+    def component_log_density(self, points):
+        """(n, k): log density of each point under each component alone."""
         directions = self.directions.to(points.device, points.dtype)
         along = points @ directions.T - self.radius  # (n, k) offset along each component's radius
         across = points @ torch.stack([-directions[:, 1], directions[:, 0]], dim=1).T
         log_normal = -0.5 * ((along / self.radial_std) ** 2 + (across / self.tangential_std) ** 2)
-        log_normal = log_normal - math.log(2 * math.pi * self.radial_std * self.tangential_std)
-        return torch.logsumexp(log_normal, dim=1) - math.log(self.n_classes)
+        return log_normal - math.log(2 * math.pi * self.radial_std * self.tangential_std)
+
+    def log_density(self, points):
+        return torch.logsumexp(self.component_log_density(points), dim=1) - math.log(self.n_classes)
 
     def __repr__(self):
         return f"MixtureOfGaussiansPrior(n_components={self.n_classes}, radius={self.radius})"

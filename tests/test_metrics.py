@@ -6,7 +6,7 @@ from torch import nn
 
 from saae_lib import metrics
 from saae_lib.models import SamplesCodes
-from saae_lib.priors import GaussianPrior
+from saae_lib.priors import GaussianPrior, MixtureOfGaussiansPrior
 
 
 def gen(seed=0):
@@ -208,3 +208,24 @@ def test_nearest_code_accuracy_reads_the_digit_off_the_codes():
     assert metrics.nearest_code_accuracy(model, blind, labels, blind, labels) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="one label per image"):
         metrics.nearest_code_accuracy(model, images, labels[:3], images, labels)
+
+
+# -- issue-9 measures: codes in their digit's component, clusters named the paper's way -------------------------------
+def test_component_accuracy_reads_which_petal_a_code_is_in():
+    prior = MixtureOfGaussiansPrior()
+    labels = torch.arange(10).repeat(50)
+    images = torch.zeros(500, 784)
+    images[:, :2] = prior.sample(500, labels=labels, generator=gen(3))  # the codes FirstColumnsModel reads
+    model = FirstColumnsModel()
+    model.prior = prior
+    assert metrics.component_accuracy(model, images, labels) == pytest.approx(1.0, abs=0.01)
+    assert metrics.component_accuracy(model, images, (labels + 1) % 10) < 0.05
+    model.prior = GaussianPrior(2)
+    with pytest.raises(ValueError, match="one component per digit"):
+        metrics.component_accuracy(model, images, labels)
+
+
+def test_cluster_labels_by_top_image():
+    probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.1, 0.3, 0.6]])
+    labels = torch.tensor([4, 7, 1, 2])
+    assert metrics.cluster_labels_by_top_image(probabilities, labels).tolist() == [4, 7, 2]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from saae_lib import models, settings, training
+from saae_lib import evaluation, models, settings, training
 from saae_lib.checkpoints import load_checkpoint, save_checkpoint
 from saae_lib.metrics import predict, reconstruction_error
 from saae_lib.models import MODELS, balance_penalty
@@ -331,3 +331,13 @@ def test_cosine_schedule_resumes_exactly(tmp_path, tiny_mnist, tiny_options):
     resumed.fit(progress=False)
     assert without_time(resumed.history) == without_time(straight.history)
     assert same_parameters(parameters(resumed.model), parameters(straight.model))
+
+
+def test_test_metrics_per_model_measure(tiny_mnist, tiny_options):
+    mixture = train("aae", data=tiny_mnist, epochs=1, prior="mixture", label_aware=True, progress=False, **tiny_options)
+    assert 0 <= evaluation.test_metrics(mixture)["component_accuracy"] <= 1
+    gaussian = train("aae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    assert "component_accuracy" not in evaluation.test_metrics(gaussian)
+    clusters = train("cluster", data=tiny_mnist, epochs=1, n_clusters=4, progress=False, **tiny_options)
+    result = evaluation.test_metrics(clusters)
+    assert 0 <= result["test_clustering_error"] <= 1 and 0 <= result["test_clustering_error_top_image"] <= 1
