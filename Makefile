@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test unit-test notebook-test book-test lint notebooks bench chromium clean test-floors
+.PHONY: lab book test unit-test notebook-test book-test lint notebooks bench chromium clean test-floors
 
 # The environment: the library (editable) with the book and test extras.
 $(STAMP): pyproject.toml
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 node_modules/mathjax/es5/tex-chtml.js: package.json package-lock.json
 	npm ci --no-audit --no-fund
+
+## Open the chapters in JupyterLab (installs it into .venv the first time); LAB_ARGS="--no-browser ..." passes options.
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[jupyter]"
+	$(VENV)/bin/jupyter lab notebooks $(LAB_ARGS)
 
 ## Build the book into _build/html (shows the outputs stored in the notebooks).
 book: $(STAMP) node_modules/mathjax/es5/tex-chtml.js

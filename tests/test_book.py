@@ -136,6 +136,15 @@ def test_book_builds_every_page(built_book):
     assert (built_book / "index.html").is_file()
 
 
+def test_every_page_names_a_favicon_that_exists(built_book):
+    """Browsers ask for an icon on the first visit; without one the server logs a 404."""
+    for doc in TOC_FILES:
+        page = built_book / f"{doc}.html"
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', page.read_text())
+        assert icon, f"{doc}.html names no icon"
+        assert (page.parent / icon[1]).resolve().is_file(), f"{doc}.html: {icon[1]} is missing"
+
+
 def test_mathjax_is_served_locally(built_book):
     """Math is typeset by the local MathJax copy; no page loads scripts or styles from elsewhere."""
     assert (built_book / "_static/mathjax/tex-chtml.js").is_file()
