@@ -4,6 +4,7 @@
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,17 @@ def test_ruff_is_clean_on_library_tests_and_notebooks():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "saae_lib", "scripts", "tests", "notebooks"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_markdown_reads_the_same_in_colab(path):
+    """No MyST-only syntax in the chapters' text: Colab and Jupyter would show it raw. Citations and cross-references
+    are plain links (the book turns links to its own pages into internal links)."""
+    markdown = "\n".join("".join(cell["source"]) for cell in json.loads(path.read_text())["cells"]
+                         if cell["cell_type"] == "markdown")
+    roles = re.findall(r"\{[a-z]+\}`[^`]*`", markdown)
+    directives = re.findall(r"^(?:```|:::)\{[a-z-]+\}", markdown, flags=re.M)
+    assert roles == [] and directives == []
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", markdown):
+        if "://" not in target:
+            assert (path.parent / target).is_file(), f"{path.name} links to {target}, which does not exist"
