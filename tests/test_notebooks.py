@@ -70,3 +70,12 @@ def test_markdown_reads_the_same_in_colab(path):
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", markdown):
         if "://" not in target:
             assert (path.parent / target).is_file(), f"{path.name} links to {target}, which does not exist"
+
+
+def test_listings_show_the_librarys_current_source():
+    """Every listing cell's stored output is the current source (refreshed without training:
+    python scripts/refresh_listings.py)."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/refresh_listings.py"), "--check"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
