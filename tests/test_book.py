@@ -93,6 +93,7 @@ def test_colab_install_cell_uses_repository_url(doc):
     assert install, f"{doc}.ipynb has no code cell that checks for google.colab"
     first = install[0]
     assert f"git+{url}" in code[first], f"the Colab cell of {doc}.ipynb must pip install git+{url}"
+    assert "Change runtime type" in code[first], f"the Colab cell of {doc}.ipynb must say how to get a GPU"
     uses_lib = [i for i, src in enumerate(code) if re.search(r"^\s*(from|import)\s+saae_lib", src, re.M)]
     assert not uses_lib or first < uses_lib[0], f"{doc}.ipynb imports saae_lib before the Colab install cell"
 
