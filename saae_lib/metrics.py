@@ -8,47 +8,39 @@ from .data import N_CLASSES, check_images, check_labels
 
 
 @torch.no_grad()
+def in_batches(model, function, images, labels=None, batch_size=2000) -> torch.Tensor:
+    """function(images[, labels]) over all images, a batch at a time, with the model in eval mode (its mode is
+    restored afterwards); the results concatenated."""
+    was_training = model.training
+    model.eval()
+    try:
+        images = check_images(images)
+        if labels is None:
+            return torch.cat([function(chunk) for chunk in images.split(batch_size)])
+        return torch.cat([function(x, y) for x, y in zip(images.split(batch_size), labels.split(batch_size),
+                                                          strict=True)])
+    finally:
+        model.train(was_training)
+
+
 def encode(model, images, batch_size=2000):
     """Codes of all images (for the semi-supervised and clustering models: the style codes z)."""
-    was_training = model.training
-    model.eval()
-    parts = [model.encode(chunk) for chunk in check_images(images).split(batch_size)]
-    model.train(was_training)
-    return torch.cat(parts).float()
+    return in_batches(model, model.encode, images, batch_size=batch_size).float()
 
 
-@torch.no_grad()
 def reconstruct(model, images, labels=None, batch_size=2000):
     """Reconstructions in [0, 1]; models whose decoder takes the label (the supervised AAE) use `labels`."""
-    was_training = model.training
-    model.eval()
-    images = check_images(images)
-    parts = []
-    for start in range(0, len(images), batch_size):
-        chunk_labels = None if labels is None else labels[start : start + batch_size]
-        parts.append(model.reconstruct(images[start : start + batch_size], chunk_labels))
-    model.train(was_training)
-    return torch.cat(parts).float()
+    return in_batches(model, model.reconstruct, images, labels, batch_size).float()
 
 
-@torch.no_grad()
 def label_probabilities(model, images, batch_size=2000):
     """q(y | x) of all images (semi-supervised and clustering models)."""
-    was_training = model.training
-    model.eval()
-    parts = [model.label_probabilities(chunk) for chunk in check_images(images).split(batch_size)]
-    model.train(was_training)
-    return torch.cat(parts).float()
+    return in_batches(model, model.label_probabilities, images, batch_size=batch_size).float()
 
 
-@torch.no_grad()
 def predict(model, images, batch_size=2000):
     """model.classify of all images: a digit (semi, supervised) or a cluster (cluster) per image."""
-    was_training = model.training
-    model.eval()
-    predicted = torch.cat([model.classify(chunk) for chunk in check_images(images).split(batch_size)])
-    model.train(was_training)
-    return predicted
+    return in_batches(model, model.classify, images, batch_size=batch_size)
 
 
 def reconstruction_error(model, images, labels=None) -> float:
