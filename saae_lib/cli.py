@@ -177,7 +177,9 @@ def command_train(args) -> int:
     except KeyboardInterrupt:
         done = len(trainer.history)
         if target != out:
-            kept = f"the new run's {done} finished epochs are in {target}" if done else "nothing new was saved"
+            kept = "nothing new was saved"
+            if done:
+                kept = f"the new run's {done} finished epoch{'s are' if done > 1 else ' is'} in {target}"
             print(f"interrupted: {out} is unchanged; {kept}", file=sys.stderr)
         elif done:
             print(f"interrupted: {out} holds {done} of {total} epochs; continue with: python -m saae_lib train "

@@ -376,7 +376,7 @@ def test_force_interrupted_keeps_the_old_run(tmp_path, capsys):
         code = run_main(["train", "ae", "--out", out, "--epochs", "3", "--force", "--device", "cpu", "--seed", "1"])
     assert code == 130
     line = one_line_error(capsys.readouterr().err)
-    assert f"{out} is unchanged" in line and "1 finished epochs" in line
+    assert f"{out} is unchanged" in line and f"the new run's 1 finished epoch is in {tmp_path / 'run.partial'}" in line
     assert run_files(out) == before  # the old model, its metrics and the user's file, byte for byte
     # the next --force run replaces the model and its metrics, and leaves the user's file alone
     assert run_main(["train", "ae", "--out", out, "--epochs", "2", "--force", "--device", "cpu"]) == 0
