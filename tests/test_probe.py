@@ -1,0 +1,50 @@
+"""benchmarks/probe.py: validation probes record the model's measures on the validation split, never the test set."""
+
+import json
+
+import pytest
+
+from benchmarks import probe
+from saae_lib import settings
+
+
+@pytest.fixture
+def real_mode(monkeypatch, isolated):
+    monkeypatch.setattr(settings, "FAST", False)
+
+
+@pytest.mark.parametrize("model, options, keys", [
+    ("aae", ["prior=\"mixture\"", "label_aware=true"], {"val_reconstruction_mse", "val_prior_match_mmd",
+                                                      "val_component_accuracy"}),
+    ("cluster", ["n_clusters=4"], {"val_reconstruction_mse", "val_clustering_error"}),
+])
+def test_a_probe_writes_validation_numbers(model, options, keys, real_mode, tmp_path, capsys, monkeypatch):
+    real_measures = probe.validation_numbers
+
+    def spy(trainer, judge):
+        trainer.data.test_images = trainer.data.test_labels = None  # any use of the test set would fail here
+        return real_measures(trainer, judge)
+
+    monkeypatch.setattr(probe, "validation_numbers", spy)
+    out = tmp_path / "probes.jsonl"
+    argv = [model, *options, "hidden=[8]", "epochs=2", "lr_schedule=\"cosine\"", "--seed", "3", "--every", "1",
+            "--out", str(out)]
+    assert probe.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[0]["seed"] == 3 and rows[0]["options"]["lr_schedule"] == "cosine"
+    assert keys <= set(rows[-1]) and not any(key.startswith("test_") for key in rows[-1])
+    capsys.readouterr()
+
+
+def test_a_probe_refuses_bad_options_and_smoke_mode(real_mode, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        probe.main(["ae", "prior=\"mixture\""])
+    assert "prior is not used by the ae model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.main(["ae", "epochs"])
+    assert "key=value" in capsys.readouterr().err
+    monkeypatch.setattr(settings, "FAST", True)
+    with pytest.raises(SystemExit):
+        probe.main(["ae"])
+    assert "unset SAAE_FAST" in capsys.readouterr().err
