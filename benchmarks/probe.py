@@ -7,7 +7,7 @@ test set's (the test set is for `make bench`, once per final model).
 Options are TrainConfig fields as key=value (values read as JSON, else as text); the model's defaults fill the
 rest, and options it does not use are refused as everywhere else. Every `--every` epochs and at the end, one JSON line
 goes to benchmarks/results/probes.jsonl (--out): the model, the options, the seed, the epoch, the losses and the
-validation numbers of the model's measures.
+validation numbers of the model's measures (evaluation.validation_metrics; the judge reads 500 digits per label).
 """
 
 import argparse
@@ -16,36 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-from saae_lib import metrics, settings
-from saae_lib.digit_classifier import load_judge
+from saae_lib import evaluation, settings
 from saae_lib.training import ConfigError, TrainConfig, Trainer
 
 OUT = Path("benchmarks/results/probes.jsonl")
 JUDGED_PER_LABEL = 500  # generated digits per label read by the judge at each measurement
 
 
-def validation_numbers(trainer: Trainer, judge) -> dict:
-    """The model's measures on the validation split (clusters are named by their majority on the training images)."""
-    model, data = trainer.model, trainer.data
-    images, labels = data.val_images, data.val_labels
-    result = {}
-    if "reconstruction" in model.measures:
-        result["val_reconstruction_mse"] = metrics.reconstruction_error(model, images, labels)
-    if "prior_match" in model.measures:
-        result["val_prior_match_mmd"] = metrics.prior_match(model, images)
-    if "component_match" in model.measures and model.label_aware and hasattr(model.code_prior(),
-                                                                              "component_log_density"):
-        result["val_component_accuracy"] = metrics.component_accuracy(model, images, labels)
-    if "classification" in model.measures:
-        result["val_error"] = metrics.classification_error(metrics.predict(model, images), labels)
-    if "clustering" in model.measures:
-        mapping = metrics.cluster_labels(metrics.predict(model, data.train_images), data.train_labels,
-                                         model.n_classes)
-        result["val_clustering_error"] = metrics.clustering_error(metrics.predict(model, images), labels, mapping)
-    if "generated_digits" in model.measures:
-        result["generated_label_accuracy"] = metrics.generated_label_accuracy(model, judge,
-                                                                              n_per_label=JUDGED_PER_LABEL)
-    return result
+def validation_numbers(trainer: Trainer) -> dict:
+    """The model's measures on the validation split."""
+    return evaluation.validation_metrics(trainer, judged_per_label=JUDGED_PER_LABEL)
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -77,7 +57,6 @@ def main(argv=None) -> int:
         trainer = Trainer(TrainConfig(model=args.model, seed=args.seed, **options))
     except (ConfigError, ValueError, TypeError) as error:
         parser.error(str(error))
-    judge = load_judge(trainer.device)[0] if "generated_digits" in trainer.model.measures else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -87,7 +66,7 @@ def main(argv=None) -> int:
         if epoch % args.every and epoch != trainer.config.epochs:
             return
         row = {"model": args.model, "options": options, "seed": args.seed, **epoch_record,
-               **validation_numbers(trainer, judge), "elapsed_seconds": time.perf_counter() - start}
+               **validation_numbers(trainer), "elapsed_seconds": time.perf_counter() - start}
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

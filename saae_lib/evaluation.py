@@ -1,8 +1,11 @@
 """A trained model's numbers on the official test set: the only place the test set is used.
 
 Each model lists its `measures` (models.py); `test_metrics` computes those, so the CLI, the chapters and the
-benchmarks report the same numbers in the same way.
+benchmarks report the same numbers in the same way. `validation_metrics` takes the same numbers on the validation
+split, for tuning.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,58 +40,83 @@ def is_smoke(trainer: Trainer) -> bool:
     return trainer.smoke or settings.FAST
 
 
-def component_match(trainer: Trainer) -> dict:
-    """Label-aware models with a prior of one component per digit: test codes in their own digit's component."""
+@dataclass
+class Split:
+    """The images a measurement is taken on; is_test: the official test set (else the validation split)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    is_test: bool
+    judged_per_label: int = 1000  # generated digits per label read by the judge
+
+
+def component_match(trainer: Trainer, split: Split) -> dict:
+    """Label-aware models with a prior of one component per digit: codes in their own digit's component."""
     model = trainer.model
     if not (model.label_aware and hasattr(model.code_prior(), "component_log_density")):
         return {}
-    return {"component_accuracy": metrics.component_accuracy(model, trainer.data.test_images,
-                                                             trainer.data.test_labels)}
+    return {"component_accuracy": metrics.component_accuracy(model, split.images, split.labels)}
 
 
-def clustering(trainer: Trainer) -> dict:
+def clustering(trainer: Trainer, split: Split) -> dict:
     """Clustering error with clusters named two ways: by their majority digit among the training images (ours), and
-    by the digit of the validation image most confidently put in them (the paper's)."""
+    (on the test set) by the digit of the validation image most confidently put in them (the paper's)."""
     data = trainer.data
-    clusters = metrics.predict(trainer.model, data.test_images)
+    clusters = metrics.predict(trainer.model, split.images)
     result = {"n_clusters": trainer.config.n_clusters,
-              "test_clustering_error": metrics.clustering_error(clusters, data.test_labels, cluster_mapping(trainer))}
-    if len(data.val_images):
+              "test_clustering_error": metrics.clustering_error(clusters, split.labels, cluster_mapping(trainer))}
+    if split.is_test and len(data.val_images):
         named = metrics.cluster_labels_by_top_image(metrics.label_probabilities(trainer.model, data.val_images),
                                                     data.val_labels)
-        result["test_clustering_error_top_image"] = metrics.clustering_error(clusters, data.test_labels, named)
+        result["test_clustering_error_top_image"] = metrics.clustering_error(clusters, split.labels, named)
     return result
 
 
-def generated_digits(trainer: Trainer) -> dict:
+def generated_digits(trainer: Trainer, split: Split) -> dict:
     judge, ceiling = load_judge(trainer.device, progress=False)
-    return {"generated_label_accuracy": metrics.generated_label_accuracy(trainer.model, judge),
-            "judge_real_test_accuracy": ceiling}
+    accuracy = metrics.generated_label_accuracy(trainer.model, judge, n_per_label=split.judged_per_label)
+    return {"generated_label_accuracy": accuracy, "judge_real_test_accuracy": ceiling}
 
 
-MEASURES = {  # measure named in a model's `measures` -> its test-set numbers
-    "reconstruction": lambda t: {"test_reconstruction_mse": metrics.reconstruction_error(
-        t.model, t.data.test_images, t.data.test_labels)},
-    "prior_match": lambda t: {"prior_match_mmd": metrics.prior_match(t.model, t.data.test_images)},
+MEASURES = {  # measure named in a model's `measures` -> its numbers, named as on the test set
+    "reconstruction": lambda t, s: {"test_reconstruction_mse": metrics.reconstruction_error(t.model, s.images,
+                                                                                            s.labels)},
+    "prior_match": lambda t, s: {"prior_match_mmd": metrics.prior_match(t.model, s.images)},
     "component_match": component_match,
     "generated_digits": generated_digits,
-    "classification": lambda t: {"n_labels": t.config.n_labels, "test_error": metrics.classification_error(
-        metrics.predict(t.model, t.data.test_images), t.data.test_labels)},
+    "classification": lambda t, s: {"n_labels": t.config.n_labels, "test_error": metrics.classification_error(
+        metrics.predict(t.model, s.images), s.labels)},
     "clustering": clustering,
 }
+SPLIT_FREE = {"generated_label_accuracy", "judge_real_test_accuracy", "n_labels", "n_clusters"}
+
+
+def measure(trainer: Trainer, split: Split, judge: bool = True) -> dict:
+    """The model's measures on `split`; off the test set, "test_x" is named "val_x" and "x" "val_x"."""
+    result = {}
+    for name in trainer.model.measures:
+        if judge or name != "generated_digits":
+            result.update(MEASURES[name](trainer, split))
+    if split.is_test:
+        return result
+    return {key if key in SPLIT_FREE else "val_" + key.removeprefix("test_"): value for key, value in result.items()}
+
+
+def validation_metrics(trainer: Trainer, judged_per_label: int = 1000) -> dict:
+    """The same numbers on the validation split, for tuning (the test set stays untouched)."""
+    data = trainer.data
+    return measure(trainer, Split(data.val_images, data.val_labels, is_test=False, judged_per_label=judged_per_label))
 
 
 def test_metrics(trainer: Trainer, judge: bool = True) -> dict:
     """The model's numbers on the test set, as one flat dict (judge=False skips the judge of generated digits)."""
-    history = trainer.history
+    history, data = trainer.history, trainer.data
     result = {
         "model": trainer.config.model,
         "epochs": len(history),
         "seconds_per_epoch": float(np.median([h["seconds"] for h in history])) if history else None,
+        **measure(trainer, Split(data.test_images, data.test_labels, is_test=True), judge),
     }
-    for measure in trainer.model.measures:
-        if judge or measure != "generated_digits":
-            result.update(MEASURES[measure](trainer))
     if is_smoke(trainer):
         result["smoke"] = settings.SMOKE_NOTE
     return result

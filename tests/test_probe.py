@@ -1,11 +1,13 @@
 """benchmarks/probe.py: validation probes record the model's measures on the validation split, never the test set."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from benchmarks import probe
-from saae_lib import settings
+from saae_lib import evaluation, settings
 
 
 @pytest.fixture
@@ -16,14 +18,17 @@ def real_mode(monkeypatch, isolated):
 @pytest.mark.parametrize("model, options, keys", [
     ("aae", ["prior=\"mixture\"", "label_aware=true"], {"val_reconstruction_mse", "val_prior_match_mmd",
                                                       "val_component_accuracy"}),
+    ("semi", ["n_labels=100"], {"val_reconstruction_mse", "val_error", "generated_label_accuracy"}),
     ("cluster", ["n_clusters=4"], {"val_reconstruction_mse", "val_clustering_error"}),
 ])
 def test_a_probe_writes_validation_numbers(model, options, keys, real_mode, tmp_path, capsys, monkeypatch):
     real_measures = probe.validation_numbers
+    judge = SimpleNamespace(predict=lambda images: torch.zeros(len(images), dtype=torch.long))  # reads every digit 0
+    monkeypatch.setattr(evaluation, "load_judge", lambda *args, **kwargs: (judge, 0.99))
 
-    def spy(trainer, judge):
+    def spy(trainer):
         trainer.data.test_images = trainer.data.test_labels = None  # any use of the test set would fail here
-        return real_measures(trainer, judge)
+        return real_measures(trainer)
 
     monkeypatch.setattr(probe, "validation_numbers", spy)
     out = tmp_path / "probes.jsonl"
@@ -34,6 +39,8 @@ def test_a_probe_writes_validation_numbers(model, options, keys, real_mode, tmp_
     assert [row["epoch"] for row in rows] == [1, 2]
     assert rows[0]["seed"] == 3 and rows[0]["options"]["lr_schedule"] == "cosine"
     assert keys <= set(rows[-1]) and not any(key.startswith("test_") for key in rows[-1])
+    if "generated_label_accuracy" in keys:  # the fake judge reads every generated digit as a 0
+        assert rows[-1]["generated_label_accuracy"] == 0.1
     capsys.readouterr()
 
 
