@@ -99,10 +99,11 @@ def checked_config(state: dict, path: Path) -> dict:
     if state.get("format", 1) < FORMAT:
         config = upgrade_config(config)
     try:
-        TrainConfig(**config).resolved()
+        config = TrainConfig(**config)
+        config.resolved()
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{path} holds an invalid configuration ({error}); {RETRAIN}") from None
-    return asdict(TrainConfig(**config))  # options added since it was written take their defaults
+    return asdict(config)  # options added since it was written take their defaults
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:

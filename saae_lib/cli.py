@@ -160,8 +160,7 @@ def command_train(args) -> int:
         except ConfigError as error:  # e.g. bf16 where it is not supported
             raise Usage(flag_message(error)) from None
     total = trainer.config.epochs
-    if trainer.smoke or settings.FAST:
-        print(settings.SMOKE_NOTE)
+    print_smoke_note(trainer)
     print(f"training {trainer.config.model} on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}), "
           f"{len(trainer.data.train_images)} images", flush=True)
 
