@@ -1,6 +1,6 @@
 """saae_lib: autoencoders, adversarial autoencoders and their supervised and semi-supervised variants on MNIST."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .checkpoints import load_checkpoint, save_checkpoint, train_or_load
 from .data import MNIST, batches, labeled_subset, load_mnist

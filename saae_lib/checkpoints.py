@@ -21,6 +21,9 @@ from .training import CONFIG_FIELDS, MODEL_OPTIONS, ConfigError, TrainConfig, Tr
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 2  # 2: options a model does not use are None (format 1 stored their defaults)
 STATE_KEYS = ("config", "model", "optimizers", "generator", "generator_device", "history", "smoke")
+# Options added after a checkpoint format was fixed -> the value that describes runs saved before they existed (a
+# missing option must not take a newer default: the saved weights were trained without it).
+OPTIONS_ADDED_LATER = {"lr_schedule": "constant", "batch_norm": False}
 RETRAIN = "train the model again (python -m saae_lib train MODEL --out DIR --force) or restore the file"
 
 
@@ -98,12 +101,16 @@ def checked_config(state: dict, path: Path) -> dict:
                               f"{', '.join(unknown)}); {RETRAIN}")
     if state.get("format", 1) < FORMAT:
         config = upgrade_config(config)
+    model = MODELS.get(config.get("model"))
+    for option, before in OPTIONS_ADDED_LATER.items():
+        if option not in config and model is not None and (option not in MODEL_OPTIONS or option in model.options):
+            config = {**config, option: before}
     try:
         config = TrainConfig(**config)
         config.resolved()
     except (ConfigError, TypeError) as error:
         raise CheckpointError(f"{path} holds an invalid configuration ({error}); {RETRAIN}") from None
-    return asdict(config)  # options added since it was written take their defaults
+    return asdict(config)
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:

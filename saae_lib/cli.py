@@ -55,8 +55,8 @@ FLAGS = {
     "latent_dim": ("--latent-dim", dict(type=int, help="size of the code z")),
     "hidden": ("--hidden", dict(type=int, nargs="+", help="widths of the hidden layers (default: 1000 1000)")),
     "lr": ("--lr", dict(type=float, help="learning rate of the reconstruction and classification phases")),
-    "lr_schedule": ("--lr-schedule", dict(choices=LR_SCHEDULES, help="constant (default), or cosine: every learning "
-                                          "rate decays to ~0 over the run's epochs")),
+    "lr_schedule": ("--lr-schedule", dict(choices=LR_SCHEDULES, help="constant, or cosine: every learning rate "
+                                          "decays to ~0 over the run's epochs (default: the model's)")),
     "adversarial_lr": ("--adversarial-lr", dict(type=float, help="learning rate of the adversarial phases")),
     "prior": ("--prior", dict(choices=sorted(PRIORS), help="prior on z (default gaussian)")),
     "prior_std": ("--prior-std", dict(type=float, help="standard deviation of a Gaussian prior (default 1)")),
@@ -66,6 +66,8 @@ FLAGS = {
     "n_clusters": ("--clusters", dict(type=int, help="number of clusters")),
     "input_noise": ("--input-noise", dict(type=float, help="std of Gaussian noise on the encoder's inputs")),
     "balance": ("--balance", dict(type=float, help="weight of the batch balance term")),
+    "batch_norm": ("--batch-norm", dict(action=argparse.BooleanOptionalAction,
+                                        help="batch norm in the encoder's hidden layers (default: the model's)")),
     "validation_size": ("--validation-size", dict(type=int, help="training images held out for validation "
                                                                  "(default 5000)")),
     "precision": ("--precision", dict(choices=PRECISIONS, help="auto (default): bf16 on CPUs that have it")),

@@ -30,12 +30,14 @@ _ADVERSARIAL = dict(batch_size=500, lr=2e-3, adversarial_lr=2e-3)
 
 
 # -- building blocks -------------------------------------------------------------------------------------------
-def mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers with ReLU between them (none after the last)."""
+def mlp(sizes: list[int], batch_norm=False) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last); batch_norm: BatchNorm1d before each ReLU."""
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(n_out))
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
@@ -63,9 +65,10 @@ class Decoder(nn.Module):
 class SemiSupervisedEncoder(nn.Module):
     """x -> (label logits y, style z): a shared trunk with two heads (Makhzani et al., Fig. 8)."""
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES):
+    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, batch_norm=False):
         super().__init__()
-        self.trunk = nn.Sequential(mlp([IMAGE_PIXELS, *hidden]), nn.ReLU())
+        last = [nn.BatchNorm1d(hidden[-1])] if batch_norm else []
+        self.trunk = nn.Sequential(mlp([IMAGE_PIXELS, *hidden], batch_norm), *last, nn.ReLU())
         self.label_head = nn.Linear(hidden[-1], n_classes)
         self.style_head = nn.Linear(hidden[-1], latent_dim)
 
@@ -212,7 +215,8 @@ class AdversarialAutoencoder(Autoencoder):
 
     kind = "aae"
     options = ("prior", "prior_std", "label_aware", "adversarial_lr")
-    defaults = dict(epochs=15, latent_dim=2, prior="gaussian", label_aware=False, **_ADVERSARIAL)
+    # The cosine decay ends the adversarial game at rest (the results page: the codes then fill the prior).
+    defaults = dict(epochs=15, latent_dim=2, prior="gaussian", label_aware=False, lr_schedule="cosine", **_ADVERSARIAL)
     measures = ("reconstruction", "prior_match", "component_match")  # the last: label-aware mixtures only
 
     def __init__(self, latent_dim=2, hidden=(1000, 1000), prior: Prior | None = None, label_aware=False):
@@ -299,15 +303,15 @@ class SemiSupervisedAAE(SamplesCodes, nn.Module):
 
     kind = "semi"
     # The categorical discriminator needs a stronger generator phase than the 2-D AAEs: adversarial_lr 1e-3.
-    options = ("n_labels", "input_noise", "balance", "prior_std", "adversarial_lr")
-    defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, balance=0.0,
+    options = ("n_labels", "input_noise", "balance", "prior_std", "adversarial_lr", "batch_norm")
+    defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, balance=0.0, batch_norm=False,
                     **_ADVERSARIAL | {"adversarial_lr": 1e-3})
     measures = ("reconstruction", "classification", "generated_digits")
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, prior_std=None):
+    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, prior_std=None, batch_norm=False):
         super().__init__()
         self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes)
+        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes, batch_norm)
         self.decoder = Decoder(latent_dim, hidden, n_classes=n_classes)
         self.prior = make_prior("gaussian", latent_dim, prior_std)
         self.label_prior = CategoricalPrior(n_classes)
@@ -320,7 +324,7 @@ class SemiSupervisedAAE(SamplesCodes, nn.Module):
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden, N_CLASSES, config.prior_std)
+        return cls(config.latent_dim, config.hidden, N_CLASSES, config.prior_std, config.batch_norm)
 
     @classmethod
     def check_config(cls, config):
@@ -400,15 +404,15 @@ class ClusteringAAE(SemiSupervisedAAE):
     balance term (not in the paper; see chapter 4). `classify` returns a cluster, not a digit."""
 
     kind = "cluster"
-    options = ("n_clusters", "input_noise", "balance", "prior_std", "adversarial_lr")
+    options = ("n_clusters", "input_noise", "balance", "prior_std", "adversarial_lr", "batch_norm")
     # Without the balance term the clustering collapses onto a few categories (results page, "what was tried").
-    defaults = dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, balance=10.0,
+    defaults = dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, balance=10.0, batch_norm=False,
                     **_ADVERSARIAL | {"adversarial_lr": 1e-3})
     measures = ("reconstruction", "clustering")
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden, config.n_clusters, config.prior_std)
+        return cls(config.latent_dim, config.hidden, config.n_clusters, config.prior_std, config.batch_norm)
 
     @classmethod
     def check_config(cls, config):
@@ -427,18 +431,19 @@ class SupervisedClassifier(nn.Module):
     """The semi-supervised model's encoder trained on the labeled images alone: the baseline to beat."""
 
     kind = "supervised"
-    options = ("n_labels", "input_noise")
-    defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, batch_size=500, lr=2e-3)
+    options = ("n_labels", "input_noise", "batch_norm")
+    defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, batch_norm=False, batch_size=500,
+                    lr=2e-3)
     measures = ("classification",)
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES):
+    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, batch_norm=False):
         super().__init__()
         self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes)
+        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes, batch_norm)
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden)
+        return cls(config.latent_dim, config.hidden, batch_norm=config.batch_norm)
 
     @classmethod
     def check_config(cls, config):

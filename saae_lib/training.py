@@ -26,7 +26,8 @@ with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to t
     warnings.simplefilter("ignore")
     from tqdm.auto import tqdm
 
-DEFAULTS = {kind: model.defaults for kind, model in MODELS.items()}
+GENERIC_DEFAULTS = dict(lr_schedule="constant")  # for models whose defaults do not say
+DEFAULTS = {kind: {**GENERIC_DEFAULTS, **model.defaults} for kind, model in MODELS.items()}
 FAST_EPOCHS = 2
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine")
@@ -54,7 +55,7 @@ class TrainConfig:
     latent_dim: int | None = None
     hidden: tuple[int, ...] = (1000, 1000)
     lr: float | None = None  # reconstruction phase (and cross-entropy phase)
-    lr_schedule: str = "constant"  # "cosine": every phase's learning rate decays to ~0 over the epochs (lr_factor)
+    lr_schedule: str | None = None  # "constant"; "cosine": every phase's rate decays to ~0 over the epochs (lr_factor)
     precision: str = "auto"  # "auto" (bf16 on CPUs that have it, else fp32), "bf16" or "fp32"
     seed: int = 0
     device: str = "auto"
@@ -68,6 +69,7 @@ class TrainConfig:
     input_noise: float | None = None  # semi/cluster/supervised: std of Gaussian noise added to encoder inputs
     balance: float | None = None  # semi/cluster: weight of the batch balance term (models.balance_penalty)
     adversarial_lr: float | None = None  # discriminator and generator phases
+    batch_norm: bool | None = None  # semi/cluster/supervised: batch norm in the encoder's hidden layers
 
     def resolved(self) -> "TrainConfig":
         """Refuse unknown models, options the model does not use and out-of-range values; fill in the model's
@@ -80,7 +82,8 @@ class TrainConfig:
                 users = [kind for kind, cls in MODELS.items() if option in cls.options]
                 raise ConfigError(option, f"{option} is not used by the {self.model} model "
                                           f"(it is used by {', '.join(users)})")
-        filled = {key: value for key, value in model.defaults.items() if getattr(self, key) is None}
+        defaults = {**GENERIC_DEFAULTS, **model.defaults}
+        filled = {key: value for key, value in defaults.items() if getattr(self, key) is None}
         if "epochs" in filled and settings.FAST:
             filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
         config = replace(self, **filled, hidden=tuple(self.hidden) if _is_sequence(self.hidden) else self.hidden)
@@ -132,6 +135,7 @@ CHECKS = {
     "input_noise": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "balance": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "adversarial_lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "batch_norm": Check(lambda v: isinstance(v, bool), "True or False"),
 }
 MODEL_OPTIONS = tuple(dict.fromkeys(option for model in MODELS.values() for option in model.options))
 CONFIG_FIELDS = tuple(field.name for field in fields(TrainConfig))

@@ -1,11 +1,12 @@
-"""Refresh the stored outputs of the chapters' listing cells from the library's current source, without training.
+"""Refresh the stored outputs of the chapters' listing and exercise cells from the library, without training.
 
-    python scripts/refresh_listings.py          # rewrite the listing cells' outputs where the source changed
-    python scripts/refresh_listings.py --check  # exit 1 (naming the cells) if a stored listing is out of date
+    python scripts/refresh_listings.py          # rewrite those cells' outputs where they changed
+    python scripts/refresh_listings.py --check  # exit 1 (naming the cells) if a stored output is out of date
 
-A listing cell is a code cell whose statements are all `show(...)` calls (saae_lib.listings.show), apart from
-comments. Its output depends on the library's source alone, so reformatting the library never needs a full run of
-the chapters to bring the listings up to date.
+A listing cell is a code cell whose statements are all `show(...)` calls (saae_lib.listings.show); an exercise
+cell defines functions and calls checkers of saae_lib.exercises (`exercises.check_...(...)`), nothing else (comments
+aside). Their outputs depend on the library's source alone, so reformatting the library never needs a full run of
+the chapters to bring them up to date.
 """
 
 import ast
@@ -20,16 +21,37 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 
 
-def is_listing(cell) -> bool:
+def _is_call(statement, accepts) -> bool:
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and accepts(statement.value.func)
+
+
+def _is_show(func) -> bool:
+    return getattr(func, "id", "") == "show"
+
+
+def _is_checker(func) -> bool:
+    return (isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "exercises"
+            and func.attr.startswith("check_"))
+
+
+def _statements(cell):
     if cell.cell_type != "code":
-        return False
+        return []
     try:
-        statements = ast.parse(cell.source).body
+        return ast.parse(cell.source).body
     except SyntaxError:  # cells with IPython magics are never listings
-        return False
-    return bool(statements) and all(
-        isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "show"
-        for s in statements)
+        return []
+
+
+def is_listing(cell) -> bool:
+    statements = _statements(cell)
+    return bool(statements) and all(_is_call(s, _is_show) for s in statements)
+
+
+def is_exercise(cell) -> bool:
+    statements = _statements(cell)
+    return any(_is_call(s, _is_checker) for s in statements) and all(
+        _is_call(s, _is_checker) or isinstance(s, ast.FunctionDef) for s in statements)
 
 
 def imports_of(notebook) -> str:
@@ -55,12 +77,12 @@ def listing_output(cell, imports: str) -> str:
 
 
 def stale_listings(path: Path, write: bool) -> list[str]:
-    """The listing cells of one chapter whose stored output differs from the current source (rewritten if write)."""
+    """The listing and exercise cells of one chapter whose stored output is out of date (rewritten if write)."""
     notebook = nbformat.read(path, as_version=4)
     imports = imports_of(notebook)
     stale = []
     for index, cell in enumerate(notebook.cells):
-        if not is_listing(cell):
+        if not (is_listing(cell) or is_exercise(cell)):
             continue
         wanted = listing_output(cell, imports)
         streams = [o for o in cell.outputs if o.output_type == "stream"]

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import saae_lib
+
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS_DIR = Path(os.environ.get("BOOK_SHOTS_DIR", Path(tempfile.gettempdir()) / "book_shots"))
 CHROMIUM_ARGS = [
@@ -85,17 +87,42 @@ def _missing(reason: str):
 
 @pytest.mark.parametrize("doc", NOTEBOOKS)
 def test_colab_install_cell_uses_repository_url(doc):
-    """The Colab install cell installs the library from the repository named in _config.yml."""
+    """The Colab install cell installs the library from the repository named in _config.yml, pinned to the tag of
+    this version (saae_lib.__version__), so a reader gets the code the chapter was written for."""
     url = _config()["repository"]["url"].rstrip("/")
+    pinned = f"git+{url}@v{saae_lib.__version__}"
     nb = json.loads((ROOT / f"{doc}.ipynb").read_text())
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     install = [i for i, src in enumerate(code) if "google.colab" in src]
     assert install, f"{doc}.ipynb has no code cell that checks for google.colab"
     first = install[0]
-    assert f"git+{url}" in code[first], f"the Colab cell of {doc}.ipynb must pip install git+{url}"
+    assert re.search(rf'"{re.escape(pinned)}"', code[first]), f"the Colab cell of {doc}.ipynb must pip install {pinned}"
     assert "Change runtime type" in code[first], f"the Colab cell of {doc}.ipynb must say how to get a GPU"
     uses_lib = [i for i, src in enumerate(code) if re.search(r"^\s*(from|import)\s+saae_lib", src, re.M)]
     assert not uses_lib or first < uses_lib[0], f"{doc}.ipynb imports saae_lib before the Colab install cell"
+
+
+def _minutes_phrase(seconds: float) -> str:
+    minutes = seconds / 60
+    if minutes < 1:
+        return "under a minute"
+    n = round(minutes)
+    return f"about {n} minute{'s' if n != 1 else ''}"
+
+
+@pytest.mark.parametrize("doc", NOTEBOOKS)
+def test_first_cell_states_the_measured_running_time(doc):
+    """The chapter's first cell says how long it takes on a CPU and on a GPU, as last measured by
+    `make notebooks` (benchmarks/results/chapters-<machine>.json), and how to get a GPU on Colab."""
+    results = ROOT / "benchmarks/results"
+    cpu = json.loads((results / "chapters-cpu-2c.json").read_text())["seconds"]
+    gpu = json.loads((results / "chapters-nvidia-h200.json").read_text())["seconds"]
+    stem = Path(doc).name
+    first = "".join(json.loads((ROOT / f"{doc}.ipynb").read_text())["cells"][0]["source"])
+    expected = (f"**Running time:** {_minutes_phrase(cpu[stem])} on a 2-core CPU, "
+                f"{_minutes_phrase(gpu[stem])} on an NVIDIA H200 GPU.")
+    assert expected in first, f"{doc}.ipynb's first cell must say: {expected}"
+    assert "Change runtime type" in first
 
 
 # --------------------------------------------------------------------------------------------

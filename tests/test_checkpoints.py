@@ -191,6 +191,20 @@ def test_a_checkpoint_of_the_first_format_still_loads(tmp_path, tiny_mnist, tiny
     assert loaded.config == trainer.config and loaded.history == trainer.history
 
 
+@pytest.mark.parametrize("model, option, before", [("aae", "lr_schedule", "constant"), ("semi", "batch_norm", False)])
+def test_a_checkpoint_saved_before_an_option_existed_loads_as_it_was_trained(model, option, before, tmp_path,
+                                                                             tiny_mnist, tiny_options):
+    """A run saved before `option` existed was trained without it: a newer default must not change the model."""
+    options = dict(n_labels=20) if model == "semi" else {}
+    trainer = train(model, data=tiny_mnist, epochs=1, progress=False, **{option: before}, **options, **tiny_options)
+    state = trainer.state_dict()
+    del state["config"][option]
+    torch.save({**state, "format": checkpoints.FORMAT}, tmp_path / CHECKPOINT_NAME)
+    loaded = load_checkpoint(tmp_path, data=tiny_mnist)
+    assert getattr(loaded.config, option) == before and loaded.config == trainer.config
+    assert_same_state(trainer, loaded)
+
+
 @pytest.mark.parametrize("change, match", [
     (lambda s: s["config"].update(hidden=(16, 16)), "do not fit the ae model"),
     (lambda s: s["config"].update(model="vae"), "invalid configuration"),

@@ -194,3 +194,15 @@ def test_generate_decodes_prior_samples(kind, label_classes):
         assert labels is None
         with pytest.raises(ValueError, match="takes no label"):
             model.generate(3, labels=torch.tensor([1, 1, 1]))
+
+
+@pytest.mark.parametrize("model", ["semi", "cluster", "supervised"])
+def test_batch_norm_is_in_the_encoder_only_when_asked_for(model):
+    """batch_norm=True: one BatchNorm1d before each hidden ReLU of the encoder's trunk; nowhere else."""
+    for batch_norm in (False, True):
+        config = TrainConfig(model=model, hidden=(32, 16), batch_norm=batch_norm, n_labels=None if model == "cluster"
+                             else 100).resolved()
+        built = MODELS[model].from_config(config)
+        norms = [m for m in built.encoder.trunk.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        assert [m.num_features for m in norms] == ([32, 16] if batch_norm else [])
+        assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in built.modules()) == len(norms)

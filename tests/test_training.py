@@ -235,7 +235,7 @@ def test_settings_fast_is_read_at_call_time(monkeypatch):
 # -- strict configuration ---------------------------------------------------------------------------------------
 UNUSED = [(option, kind) for option in MODEL_OPTIONS for kind, model in MODELS.items() if option not in model.options]
 VALUES = {"prior": "gaussian", "prior_std": 1.0, "label_aware": False, "n_labels": 100, "n_clusters": 16,
-          "input_noise": 0.3, "balance": 0.0, "adversarial_lr": 1e-3}
+          "input_noise": 0.3, "balance": 0.0, "adversarial_lr": 1e-3, "batch_norm": False}
 
 
 @pytest.mark.parametrize("option, kind", UNUSED, ids=[f"{o}-{k}" for o, k in UNUSED])
