@@ -44,6 +44,13 @@ def test_markdown_has_every_measured_figure():
     assert "1000 labels" not in text  # runs that were not measured get no row
 
 
+def test_the_books_tables_leave_out_our_targets():
+    text = "\n".join(bench.markdown_for("cpu-2c", fake_result(), targets=False))
+    assert "target" not in text
+    assert "| semi-supervised error, 100 labels | 5.00 % ± 1.00 % (n=3) | 1.90 % |" in text
+    assert "**3.0×**; 300 GFLOP/s" in text
+
+
 def test_write_markdown_skips_chapter_time_files(tmp_path):
     (tmp_path / "cpu-2c.json").write_text(json.dumps(fake_result()))
     (tmp_path / "chapters-cpu-2c.json").write_text(json.dumps({"seconds": {"01_autoencoder": 1.0}}))
