@@ -115,11 +115,11 @@ def test_first_cell_states_the_measured_running_time(doc):
     """The chapter's first cell says how long it takes on a CPU and on a GPU, as last measured by
     `make notebooks` (benchmarks/results/chapters-<machine>.json), and how to get a GPU on Colab."""
     results = ROOT / "benchmarks/results"
-    cpu = json.loads((results / "chapters-cpu-2c.json").read_text())["seconds"]
+    cpu = json.loads((results / "chapters-cpu-2c-bf16.json").read_text())["seconds"]
     gpu = json.loads((results / "chapters-nvidia-h200.json").read_text())["seconds"]
     stem = Path(doc).name
     first = "".join(json.loads((ROOT / f"{doc}.ipynb").read_text())["cells"][0]["source"])
-    expected = (f"**Running time:** {_minutes_phrase(cpu[stem])} on a 2-core CPU, "
+    expected = (f"**Running time:** {_minutes_phrase(cpu[stem])} on a 2-core CPU with bfloat16 units, "
                 f"{_minutes_phrase(gpu[stem])} on an NVIDIA H200 GPU.")
     assert expected in first, f"{doc}.ipynb's first cell must say: {expected}"
     assert "Change runtime type" in first

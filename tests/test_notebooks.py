@@ -79,3 +79,24 @@ def test_listings_show_the_librarys_current_source():
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
 
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_chapter_has_a_checked_exercise_with_a_hidden_solution(path):
+    """An "implement it" exercise: a cell for the reader (a stub that raises NotImplementedError, passed to a
+    checker of saae_lib.exercises) and a solution cell, hidden behind a toggle in the book (tag hide-input), collapsed
+    in Jupyter and shown as a form in Colab, whose stored output says the checker accepted it."""
+    cells = code_cells(path)
+    checked = [cell for cell in cells if re.search(r"^exercises\.check_\w+\(", "".join(cell["source"]), re.M)]
+    stubs = [cell for cell in checked if "raise NotImplementedError" in "".join(cell["source"])]
+    solutions = [cell for cell in checked if cell not in stubs]
+    assert stubs and solutions, f"{path.name} has no exercise with a checker"
+    for cell in solutions:
+        assert "hide-input" in cell["metadata"].get("tags", []), f"{path.name}: a solution is not hidden in the book"
+        assert cell["metadata"].get("jupyter", {}).get("source_hidden"), f"{path.name}: a solution is not collapsed"
+        assert "".join(cell["source"]).startswith("# @title"), f"{path.name}: a solution has no Colab form title"
+        output = "".join("".join(o["text"]) for o in cell["outputs"] if o["output_type"] == "stream")
+        assert ": correct (" in output, f"{path.name}: a stored solution output is not the checker's 'correct'"
+    for cell in stubs:
+        output = "".join("".join(o["text"]) for o in cell["outputs"] if o["output_type"] == "stream")
+        assert "not implemented yet" in output, f"{path.name}: a stub's stored output is not the checker's verdict"
