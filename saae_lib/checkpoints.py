@@ -170,6 +170,12 @@ def same_run(saved: dict, wanted: dict) -> bool:
     return {**saved, "device": None} == {**wanted, "device": None}
 
 
+def last_losses(trainer: Trainer) -> str:
+    """The last epoch's losses and validation numbers, as train_or_load prints them."""
+    last = trainer.history[-1] if trainer.history else {}
+    return ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in {"epoch", "seconds"})
+
+
 def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = None, **options) -> Trainer:
     """Load the run `name` if it was trained before with exactly these options, else train it and save it.
 
@@ -189,16 +195,15 @@ def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = 
                     fresh = torch.Generator(device).manual_seed(config.seed)
                     state = {**state, "generator": fresh.get_state(), "generator_device": device.type}
                 trainer = Trainer(config, data, state=state)
-                print(f"loaded {name!r} ({len(trainer.history)} epochs, trained earlier) from {shown(path)}")
+                print(f"loaded {name!r} ({len(trainer.history)} epochs, trained earlier) from {shown(path)}; "
+                      f"last epoch: {last_losses(trainer)}")
                 return trainer
             print(f"{shown(path)} was trained with other settings: training {name!r} again")
     trainer = Trainer(config, data)
     start = time.perf_counter()
     trainer.fit(progress=progress)
-    last = trainer.history[-1]
-    losses = ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in {"epoch", "seconds"})
     print(f"trained {name!r}: {len(trainer.history)} epochs in {time.perf_counter() - start:.0f} s "
-          f"on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}); last epoch: {losses}")
+          f"on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}); last epoch: {last_losses(trainer)}")
     save_checkpoint(trainer, path)
     return trainer
 

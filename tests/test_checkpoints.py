@@ -145,7 +145,9 @@ def test_train_or_load_reuses_a_matching_run(monkeypatch, capsys, isolated, tiny
 
     monkeypatch.setattr(Trainer, "fit", no_training)
     again = train_or_load("reuse_me", data=tiny_mnist, progress=False, **options)
-    assert "loaded 'reuse_me'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "loaded 'reuse_me'" in out
+    assert f"last epoch: reconstruction {first.history[-1]['reconstruction']:.4f}" in out  # as when it was trained
     assert again.history == first.history
     assert_same_state(first, again)
 
