@@ -4,9 +4,9 @@
     python scripts/refresh_listings.py --check  # exit 1 (naming the cells) if a stored output is out of date
 
 A listing cell is a code cell whose statements are all `show(...)` calls (saae_lib.listings.show); an exercise
-cell defines functions and calls checkers of saae_lib.exercises (`exercises.check_...(...)`), nothing else (comments
-aside). Their outputs depend on the library's source alone, so reformatting the library never needs a full run of
-the chapters to bring them up to date.
+cell defines functions and calls checkers of saae_lib.exercises (`passed = exercises.check_...(...)`), nothing
+else (comments aside). Their outputs depend on the library's source alone, so reformatting the library never
+needs a full run of the chapters to bring them up to date.
 """
 
 import ast
@@ -22,7 +22,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 
 
 def _is_call(statement, accepts) -> bool:
-    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and accepts(statement.value.func)
+    """`f(...)` or `name = f(...)` where accepts(f)."""
+    return (isinstance(statement, (ast.Expr, ast.Assign)) and isinstance(statement.value, ast.Call)
+            and accepts(statement.value.func))
 
 
 def _is_show(func) -> bool:

@@ -90,7 +90,7 @@ def test_every_chapter_has_a_checked_exercise_with_a_hidden_solution(path):
     checker of saae_lib.exercises) and a solution cell, hidden behind a toggle in the book (tag hide-input), collapsed
     in Jupyter and shown as a form in Colab, whose stored output says the checker accepted it."""
     cells = code_cells(path)
-    checked = [cell for cell in cells if re.search(r"^exercises\.check_\w+\(", "".join(cell["source"]), re.M)]
+    checked = [cell for cell in cells if re.search(r"^passed = exercises\.check_\w+\(", "".join(cell["source"]), re.M)]
     stubs = [cell for cell in checked if "raise NotImplementedError" in "".join(cell["source"])]
     solutions = [cell for cell in checked if cell not in stubs]
     assert stubs and solutions, f"{path.name} has no exercise with a checker"
