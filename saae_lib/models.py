@@ -215,7 +215,7 @@ class AdversarialAutoencoder(Autoencoder):
 
     kind = "aae"
     options = ("prior", "prior_std", "label_aware", "adversarial_lr")
-    # The cosine decay ends the adversarial game at rest (the results page: the codes then fill the prior).
+    # The cosine decay ends the adversarial game at rest instead of mid-swing (results page, "What it takes").
     defaults = dict(epochs=15, latent_dim=2, prior="gaussian", label_aware=False, lr_schedule="cosine", **_ADVERSARIAL)
     measures = ("reconstruction", "prior_match", "component_match")  # the last: label-aware mixtures only
 
