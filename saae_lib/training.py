@@ -184,9 +184,11 @@ class Trainer:
         self.base_lrs = {name: lr for name, (_, lr) in phases.items()}
         self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
         self.history: list[dict] = []
-        self.smoke = settings.FAST  # trained (partly) in smoke mode: its numbers are not real results
+        self.smoke = False  # trained (partly) in smoke mode: its numbers are not real results
         if state is not None:
             self.load_state_dict(state)
+        # Smoke mode sets the data and the default epochs, both fixed here, not the loop.
+        self.smoke = self.smoke or settings.FAST
         if data is None:
             data = load_mnist(device=self.device, validation_size=self.config.validation_size)
         elif data.validation_size is not None and data.validation_size != self.config.validation_size:
@@ -214,7 +216,6 @@ class Trainer:
         progress = settings.show_progress(progress)
         bar = tqdm(range(len(self.history) + 1, total + 1), desc=f"{self.config.model} epochs",
                    disable=not progress, leave=True)
-        self.smoke = self.smoke or settings.FAST
         for epoch in bar:
             start = time.perf_counter()
             self.set_learning_rates(lr_factor(self.config.lr_schedule, epoch, self.config.epochs))
