@@ -8,6 +8,8 @@ Options are TrainConfig fields as key=value (values read as JSON, else as text);
 rest, and options it does not use are refused as everywhere else. Every `--every` epochs and at the end, one JSON line
 goes to benchmarks/results/probes.jsonl (--out): the model, the options, the seed, the epoch, the losses and the
 validation numbers of the model's measures (evaluation.validation_metrics; the judge reads 500 digits per label).
+With --test, one more line holds the test set's numbers of the trained model (evaluation.test_metrics): for a recipe
+already chosen on the validation split, measured once.
 """
 
 import argparse
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=5, help="measure every this many epochs (and at the end)")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--test", action="store_true",
+                        help="once trained, measure the test set too (a final recipe only: tune on validation)")
     args = parser.parse_args(argv)
     if settings.FAST:
         parser.error("probes measure real runs: unset SAAE_FAST")
@@ -72,6 +76,12 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
 
     trainer.fit(callback=record, progress=False)
+    if args.test:
+        row = {"model": args.model, "options": options, "seed": args.seed, "epoch": len(trainer.history),
+               "test": evaluation.test_metrics(trainer), "elapsed_seconds": time.perf_counter() - start}
+        with out.open("a") as file:
+            file.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
     return 0
 
 

@@ -23,7 +23,7 @@ FORMAT = 2  # 2: options a model does not use are None (format 1 stored their de
 STATE_KEYS = ("config", "model", "optimizers", "generator", "generator_device", "history", "smoke")
 # Options added after a checkpoint format was fixed -> the value that describes runs saved before they existed (a
 # missing option must not take a newer default: the saved weights were trained without it).
-OPTIONS_ADDED_LATER = {"lr_schedule": "constant", "batch_norm": False}
+OPTIONS_ADDED_LATER = {"lr_schedule": "constant", "batch_norm": False, "cuda_graph": "off"}
 RETRAIN = "train the model again (python -m saae_lib train MODEL --out DIR --force) or restore the file"
 
 
@@ -150,6 +150,8 @@ def load_checkpoint(path: str | os.PathLike, data: MNIST | None = None, device: 
 def restore(state: dict, config: dict, path: Path, data: MNIST | None = None, device: str | None = None) -> Trainer:
     """The trainer of a checkpoint already read (read_checkpoint) from `path`."""
     config = {**config, "device": device if device is not None else usable_device(config["device"])}
+    if config.get("cuda_graph") == "on" and settings.pick_device(config["device"]).type != "cuda":
+        config["cuda_graph"] = "auto"  # trained with a CUDA graph, used elsewhere: the graph only changed the speed
     try:
         return Trainer(TrainConfig(**config), data, state=state)
     except ConfigError:
@@ -166,8 +168,11 @@ def runs_dir() -> Path:
 
 
 def same_run(saved: dict, wanted: dict) -> bool:
-    """Equal configs, up to the device: a model trained on a GPU is the same run when reloaded on a CPU."""
-    return {**saved, "device": None} == {**wanted, "device": None}
+    """Equal configs, up to where and how fast it ran: a model trained on a GPU (with or without a CUDA graph) is
+    the same run when reloaded on a CPU."""
+    def what(config):
+        return {**config, "device": None, "cuda_graph": None}
+    return what(saved) == what(wanted)
 
 
 def last_losses(trainer: Trainer) -> str:

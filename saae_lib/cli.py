@@ -31,7 +31,7 @@ from .checkpoints import (
 from .data import DataError
 from .models import MODELS
 from .priors import PRIORS
-from .training import DEFAULTS, LR_SCHEDULES, PRECISIONS, ConfigError, TrainConfig, Trainer
+from .training import CUDA_GRAPH_MODES, DEFAULTS, LR_SCHEDULES, PRECISIONS, ConfigError, TrainConfig, Trainer
 
 METRICS_NAME = "metrics.json"
 SAMPLE_CHUNK = 10_000  # images decoded at a time by `sample`
@@ -71,6 +71,8 @@ FLAGS = {
     "validation_size": ("--validation-size", dict(type=int, help="training images held out for validation "
                                                                  "(default 5000)")),
     "precision": ("--precision", dict(choices=PRECISIONS, help="auto (default): bf16 on CPUs that have it")),
+    "cuda_graph": ("--cuda-graph", dict(choices=CUDA_GRAPH_MODES, help="replay each training step as a CUDA graph: "
+                                        "auto (default: on CUDA devices), on or off")),
     "seed": ("--seed", dict(type=int, help="random seed (default 0)")),
 }
 

@@ -183,6 +183,26 @@ def test_train_or_load_ignores_the_device_name(monkeypatch, capsys, tiny_mnist, 
     assert_same_state(first, again)
 
 
+def test_train_or_load_ignores_the_cuda_graph_setting(monkeypatch, capsys, tiny_mnist, tiny_options):
+    """A CUDA graph changes how fast a run trains, not what it is: asking with another setting reuses the run."""
+    options = {**tiny_options, "model": "ae", "epochs": 1}
+    first = train_or_load("graph_setting", data=tiny_mnist, progress=False, **options)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("must be loaded, not trained"))
+    again = train_or_load("graph_setting", data=tiny_mnist, progress=False, **{**options, "cuda_graph": "off"})
+    assert "loaded" in capsys.readouterr().out
+    assert_same_state(first, again)
+
+
+def test_a_run_trained_with_a_cuda_graph_loads_on_a_cpu(tmp_path, tiny_mnist, tiny_options):
+    trainer = train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    state = trainer.state_dict()
+    state["config"].update(cuda_graph="on", device="cuda")  # as saved by a GPU run with the graph switched on
+    torch.save({**state, "format": checkpoints.FORMAT}, tmp_path / CHECKPOINT_NAME)
+    loaded = load_checkpoint(tmp_path, data=tiny_mnist, device="cpu")
+    assert not loaded.use_cuda_graph
+    assert_same_state(trainer, loaded)
+
+
 def test_a_checkpoint_of_the_first_format_still_loads(tmp_path, tiny_mnist, tiny_options):
     """Format 1 stored every option, also those a model does not use (at their defaults then)."""
     trainer = train("ae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
@@ -193,7 +213,8 @@ def test_a_checkpoint_of_the_first_format_still_loads(tmp_path, tiny_mnist, tiny
     assert loaded.config == trainer.config and loaded.history == trainer.history
 
 
-@pytest.mark.parametrize("model, option, before", [("aae", "lr_schedule", "constant"), ("semi", "batch_norm", False)])
+@pytest.mark.parametrize("model, option, before", [("aae", "lr_schedule", "constant"), ("semi", "batch_norm", False),
+                                                   ("ae", "cuda_graph", "off")])
 def test_a_checkpoint_saved_before_an_option_existed_loads_as_it_was_trained(model, option, before, tmp_path,
                                                                              tiny_mnist, tiny_options):
     """A run saved before `option` existed was trained without it: a newer default must not change the model."""

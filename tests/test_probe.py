@@ -55,3 +55,15 @@ def test_a_probe_refuses_bad_options_and_smoke_mode(real_mode, capsys, monkeypat
     with pytest.raises(SystemExit):
         probe.main(["ae"])
     assert "unset SAAE_FAST" in capsys.readouterr().err
+
+
+def test_a_final_recipe_is_measured_on_the_test_set_once(real_mode, tmp_path, capsys, monkeypatch):
+    judge = SimpleNamespace(predict=lambda images: torch.zeros(len(images), dtype=torch.long))
+    monkeypatch.setattr(evaluation, "load_judge", lambda *args, **kwargs: (judge, 0.99))
+    out = tmp_path / "probes.jsonl"
+    argv = ["semi", "n_labels=100", "hidden=[8]", "epochs=2", "--every", "1", "--test", "--out", str(out)]
+    assert probe.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [("test" in row) for row in rows] == [False, False, True]  # two validation rows, then the test row
+    assert rows[-1]["epoch"] == 2 and 0 <= rows[-1]["test"]["test_error"] <= 1
+    capsys.readouterr()

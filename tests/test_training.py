@@ -205,6 +205,21 @@ def test_bf16_on_cpu(tiny_mnist, tiny_options):
     assert 0 < trainer.history[0]["reconstruction"] < 1
 
 
+def test_a_cuda_graph_is_refused_off_cuda(tiny_mnist, tiny_options):
+    with pytest.raises(training.ConfigError, match="a CUDA graph needs a CUDA device, not cpu"):
+        Trainer(TrainConfig(model="ae", cuda_graph="on", **tiny_options), tiny_mnist)
+    with pytest.raises(training.ConfigError, match="cuda_graph must be one of auto, on, off"):
+        TrainConfig(model="ae", cuda_graph="yes").resolved()
+    assert not Trainer(TrainConfig(model="ae", **tiny_options), tiny_mnist).use_cuda_graph  # "auto" on a CPU
+
+
+def test_saved_optimizer_states_hold_plain_learning_rates(tiny_mnist, tiny_options):
+    """A checkpoint must load on any device: no GPU tensors (a CUDA graph's learning rates) in its optimizers."""
+    trainer = train("aae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    for optimizer in trainer.state_dict()["optimizers"].values():
+        assert all(type(group["lr"]) is float and not group["capturable"] for group in optimizer["param_groups"])
+
+
 def test_fp32_does_not_autocast(tiny_mnist, tiny_options):
     trainer = Trainer(TrainConfig(model="ae", epochs=1, **tiny_options), tiny_mnist)
     assert not trainer.use_bf16
