@@ -304,7 +304,8 @@ def markdown_for(label, result, targets=True) -> list[str]:
     chapters = result.get("chapters")
     if chapters:
         total = sum(chapters["seconds"].values()) / 60
-        lines += ["| chapter, full run | minutes |", "|---|---|"]
+        run = f" (commit {chapters['commit']})" if "commit" in chapters else ""
+        lines += [f"| chapter, full run{run} | minutes |", "|---|---|"]
         lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in chapters["seconds"].items()]
         lines += [f"| **all four** | **{total:.1f}** |", ""]
     quality = result.get("quality")

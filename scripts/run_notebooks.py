@@ -33,6 +33,8 @@ def main(paths):
     record_path = chapters_path(label, ROOT / RESULTS_DIR)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
     record_path.parent.mkdir(parents=True, exist_ok=True)
+    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                      cwd=ROOT).stdout.strip() or "unknown"
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
