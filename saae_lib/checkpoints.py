@@ -147,10 +147,14 @@ def load_checkpoint(path: str | os.PathLike, data: MNIST | None = None, device: 
     return restore(state, config, checkpoint_file(path), data, device)
 
 
-def restore(state: dict, config: dict, path: Path, data: MNIST | None = None, device: str | None = None) -> Trainer:
-    """The trainer of a checkpoint already read (read_checkpoint) from `path`."""
+def restore(state: dict, config: dict, path: Path, data: MNIST | None = None, device: str | None = None,
+            cuda_graph: str | None = None) -> Trainer:
+    """The trainer of a checkpoint already read (read_checkpoint) from `path`; `device` and `cuda_graph` override
+    where and how it trained (neither changes what the run is)."""
     config = {**config, "device": device if device is not None else usable_device(config["device"])}
-    if config.get("cuda_graph") == "on" and settings.pick_device(config["device"]).type != "cuda":
+    if cuda_graph is not None:
+        config["cuda_graph"] = cuda_graph
+    elif config.get("cuda_graph") == "on" and settings.pick_device(config["device"]).type != "cuda":
         config["cuda_graph"] = "auto"  # trained with a CUDA graph, used elsewhere: the graph only changed the speed
     try:
         return Trainer(TrainConfig(**config), data, state=state)

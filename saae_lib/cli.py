@@ -70,7 +70,8 @@ FLAGS = {
                                         help="batch norm in the encoder's hidden layers (default: the model's)")),
     "validation_size": ("--validation-size", dict(type=int, help="training images held out for validation "
                                                                  "(default 5000)")),
-    "precision": ("--precision", dict(choices=PRECISIONS, help="auto (default): bf16 on CPUs that have it")),
+    "precision": ("--precision", dict(choices=PRECISIONS, help="auto (default): bf16 on CPUs that have it and "
+                                      "on GPUs with the CUDA graph, else fp32")),
     "cuda_graph": ("--cuda-graph", dict(choices=CUDA_GRAPH_MODES, help="replay each training step as a CUDA graph: "
                                         "auto (default: on CUDA devices), on or off")),
     "seed": ("--seed", dict(type=int, help="random seed (default 0)")),
@@ -112,7 +113,7 @@ def resumed_trainer(args, out: Path) -> Trainer:
     if args.model != saved["model"]:
         raise Usage(f"--resume: {out} holds a run of the {saved['model']} model, not of {args.model}")
     for option, value in given_options(args).items():
-        if option != "epochs" and not same_value(value, saved[option]):
+        if option not in ("epochs", "cuda_graph") and not same_value(value, saved[option]):
             flag = FLAGS[option][0]
             raise Usage(f"--resume: {flag} {value} contradicts the run in {out} (it has {saved[option]}); leave "
                         f"{flag} out to continue that run, or start a new one with --force")
@@ -121,7 +122,7 @@ def resumed_trainer(args, out: Path) -> Trainer:
     if total <= done:
         raise Usage(f"--resume: {out} already has {done} epochs; ask for more with --epochs")
     check_folder(out)
-    trainer = restore(state, saved, out / CHECKPOINT_NAME, device=args.device)
+    trainer = restore(state, saved, out / CHECKPOINT_NAME, device=args.device, cuda_graph=args.cuda_graph)
     trainer.config = replace(trainer.config, epochs=total)
     return trainer
 
@@ -378,6 +379,8 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except Usage as error:
         parser.error(str(error))
+    except ConfigError as error:  # a saved run that cannot run here as asked (e.g. --resume --cuda-graph on, no GPU)
+        parser.error(flag_message(error))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -173,22 +173,15 @@ def test_train_or_load_does_not_mix_smoke_and_real_runs(monkeypatch, capsys, tin
     assert real.state_dict()["smoke"] is False
 
 
-def test_train_or_load_ignores_the_device_name(monkeypatch, capsys, tiny_mnist, tiny_options):
-    """A run trained with device='cpu' is the same run when asked for with device='auto' on this machine."""
+@pytest.mark.parametrize("option, asked", [("device", "auto"), ("cuda_graph", "off")])
+def test_train_or_load_ignores_where_and_how_fast_a_run_trained(option, asked, monkeypatch, capsys, tiny_mnist,
+                                                                tiny_options):
+    """A run trained with device='cpu' is the same run when asked for with device='auto' on this machine; a CUDA graph
+    changes how fast a run trains, not what it is."""
     options = {**tiny_options, "model": "ae", "epochs": 1}
-    first = train_or_load("device_name", data=tiny_mnist, progress=False, **options)
+    first = train_or_load(f"ignores_{option}", data=tiny_mnist, progress=False, **options)
     monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("must be loaded, not trained"))
-    again = train_or_load("device_name", data=tiny_mnist, progress=False, **{**options, "device": "auto"})
-    assert "loaded" in capsys.readouterr().out
-    assert_same_state(first, again)
-
-
-def test_train_or_load_ignores_the_cuda_graph_setting(monkeypatch, capsys, tiny_mnist, tiny_options):
-    """A CUDA graph changes how fast a run trains, not what it is: asking with another setting reuses the run."""
-    options = {**tiny_options, "model": "ae", "epochs": 1}
-    first = train_or_load("graph_setting", data=tiny_mnist, progress=False, **options)
-    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("must be loaded, not trained"))
-    again = train_or_load("graph_setting", data=tiny_mnist, progress=False, **{**options, "cuda_graph": "off"})
+    again = train_or_load(f"ignores_{option}", data=tiny_mnist, progress=False, **{**options, option: asked})
     assert "loaded" in capsys.readouterr().out
     assert_same_state(first, again)
 

@@ -126,9 +126,14 @@ def test_judge_is_cached_in_the_cache_dir(runs):
 def test_resume_and_force(tmp_path):
     out, straight = tmp_path / "run", tmp_path / "straight"
     assert run_main(["train", "aae", "--out", out, "--epochs", "1", "--device", "cpu"]) == 0
-    assert run_main(["train", "aae", "--out", out, "--resume", "--epochs", "2", "--device", "cpu"]) == 0
+    # --cuda-graph says how to run, not what: a resumed run may change it (off is the CPU's only choice)
+    assert run_main(["train", "aae", "--out", out, "--resume", "--epochs", "2", "--device", "cpu",
+                     "--cuda-graph", "off"]) == 0
     history = torch.load(out / CHECKPOINT_NAME, weights_only=True)["history"]
     assert [r["epoch"] for r in history] == [1, 2]
+    # one line, no traceback: there is no CUDA device to record a graph on
+    assert run_main(["train", "aae", "--out", out, "--resume", "--epochs", "3", "--device", "cpu",
+                     "--cuda-graph", "on"]) == 2
     # resuming is exact: the same numbers as two epochs in one go
     assert run_main(["train", "aae", "--out", straight, "--epochs", "2", "--device", "cpu"]) == 0
     uninterrupted = torch.load(straight / CHECKPOINT_NAME, weights_only=True)["history"]
