@@ -91,21 +91,23 @@ MEASURES = {  # measure named in a model's `measures` -> its numbers, named as o
 SPLIT_FREE = {"generated_label_accuracy", "judge_real_test_accuracy", "n_labels", "n_clusters"}
 
 
-def measure(trainer: Trainer, split: Split, judge: bool = True) -> dict:
-    """The model's measures on `split`; off the test set, "test_x" is named "val_x" and "x" "val_x"."""
+def measure(trainer: Trainer, split: Split, judge: bool = True, only: tuple[str, ...] | None = None) -> dict:
+    """The model's measures on `split` (or those of them named in `only`); off the test set, "test_x" is named
+    "val_x" and "x" "val_x"."""
     result = {}
     for name in trainer.model.measures:
-        if judge or name != "generated_digits":
+        if (only is None or name in only) and (judge or name != "generated_digits"):
             result.update(MEASURES[name](trainer, split))
     if split.is_test:
         return result
     return {key if key in SPLIT_FREE else "val_" + key.removeprefix("test_"): value for key, value in result.items()}
 
 
-def validation_metrics(trainer: Trainer, judged_per_label: int = 1000) -> dict:
+def validation_metrics(trainer: Trainer, judged_per_label: int = 1000, only: tuple[str, ...] | None = None) -> dict:
     """The same numbers on the validation split, for tuning (the test set stays untouched)."""
     data = trainer.data
-    return measure(trainer, Split(data.val_images, data.val_labels, is_test=False, judged_per_label=judged_per_label))
+    split = Split(data.val_images, data.val_labels, is_test=False, judged_per_label=judged_per_label)
+    return measure(trainer, split, only=only)
 
 
 def test_metrics(trainer: Trainer, judge: bool = True) -> dict:

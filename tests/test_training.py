@@ -356,3 +356,11 @@ def test_test_metrics_per_model_measure(tiny_mnist, tiny_options):
     clusters = train("cluster", data=tiny_mnist, epochs=1, n_clusters=4, progress=False, **tiny_options)
     result = evaluation.test_metrics(clusters)
     assert 0 <= result["test_clustering_error"] <= 1 and 0 <= result["test_clustering_error_top_image"] <= 1
+
+
+def test_validation_metrics_can_take_one_measure(tiny_mnist, tiny_options):
+    gaussian = train("aae", data=tiny_mnist, epochs=1, progress=False, **tiny_options)
+    everything = evaluation.validation_metrics(gaussian)
+    assert {"val_reconstruction_mse", "val_prior_match_mmd"} <= set(everything)
+    only = evaluation.validation_metrics(gaussian, only=("prior_match",))
+    assert only == {"val_prior_match_mmd": everything["val_prior_match_mmd"]}
