@@ -240,12 +240,17 @@ def machine_info(device) -> dict:
             "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = "unknown"
+    info["commit"] = current_commit()
     return info
+
+
+def current_commit(folder: Path | None = None) -> str:
+    """The short hash of the checked-out commit of `folder` (default: the working folder), else "unknown"."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=folder).stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def write_markdown(results_dir=RESULTS_DIR) -> Path:

@@ -65,23 +65,22 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    def record(trainer, epoch_record):
-        epoch = epoch_record["epoch"]
-        if epoch % args.every and epoch != trainer.config.epochs:
-            return
-        row = {"model": args.model, "options": options, "seed": args.seed, **epoch_record,
-               **validation_numbers(trainer), "elapsed_seconds": time.perf_counter() - start}
+    def write(numbers: dict):
+        row = {"model": args.model, "options": options, "seed": args.seed, **numbers,
+               "elapsed_seconds": time.perf_counter() - start}
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
 
+    def record(trainer, epoch_record):
+        epoch = epoch_record["epoch"]
+        if epoch % args.every and epoch != trainer.config.epochs:
+            return
+        write({**epoch_record, **validation_numbers(trainer)})
+
     trainer.fit(callback=record, progress=False)
     if args.test:
-        row = {"model": args.model, "options": options, "seed": args.seed, "epoch": len(trainer.history),
-               "test": evaluation.test_metrics(trainer), "elapsed_seconds": time.perf_counter() - start}
-        with out.open("a") as file:
-            file.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        write({"epoch": len(trainer.history), "test": evaluation.test_metrics(trainer)})
     return 0
 
 

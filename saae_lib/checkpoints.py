@@ -171,11 +171,15 @@ def runs_dir() -> Path:
     return Path(os.environ.get("SAAE_RUNS_DIR", default)).expanduser()
 
 
+# Options that say where and how fast a run trains, not what it is: a model trained on a GPU (with or without a CUDA
+# graph) is the same run when reloaded on a CPU, and a resumed run may change them.
+PLACEMENT_OPTIONS = ("device", "cuda_graph")
+
+
 def same_run(saved: dict, wanted: dict) -> bool:
-    """Equal configs, up to where and how fast it ran: a model trained on a GPU (with or without a CUDA graph) is
-    the same run when reloaded on a CPU."""
+    """Equal configs, up to PLACEMENT_OPTIONS."""
     def what(config):
-        return {**config, "device": None, "cuda_graph": None}
+        return {**config, **dict.fromkeys(PLACEMENT_OPTIONS)}
     return what(saved) == what(wanted)
 
 

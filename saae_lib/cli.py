@@ -20,6 +20,7 @@ import torch
 from . import evaluation, settings
 from .checkpoints import (
     CHECKPOINT_NAME,
+    PLACEMENT_OPTIONS,
     CheckpointError,
     atomic_write,
     atomic_write_text,
@@ -113,7 +114,7 @@ def resumed_trainer(args, out: Path) -> Trainer:
     if args.model != saved["model"]:
         raise Usage(f"--resume: {out} holds a run of the {saved['model']} model, not of {args.model}")
     for option, value in given_options(args).items():
-        if option not in ("epochs", "cuda_graph") and not same_value(value, saved[option]):
+        if option != "epochs" and option not in PLACEMENT_OPTIONS and not same_value(value, saved[option]):
             flag = FLAGS[option][0]
             raise Usage(f"--resume: {flag} {value} contradicts the run in {out} (it has {saved[option]}); leave "
                         f"{flag} out to continue that run, or start a new one with --force")

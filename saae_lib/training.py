@@ -279,10 +279,7 @@ class Trainer:
     def set_learning_rates(self, factor: float) -> None:
         for name, optimizer in self.optimizers.items():
             for group in optimizer.param_groups:
-                if isinstance(group["lr"], torch.Tensor):
-                    group["lr"].fill_(self.base_lrs[name] * factor)  # in place: a CUDA graph reads it there
-                else:
-                    group["lr"] = self.base_lrs[name] * factor
+                set_lr(group, self.base_lrs[name] * factor)
 
     # -- what the models' steps share ------------------------------------------------------------------------------
     def autocast(self):
@@ -333,12 +330,9 @@ class Trainer:
                 own = [{key: group[key] for key in ("lr", "fused", "capturable")} for group in optimizer.param_groups]
                 optimizer.load_state_dict(state["optimizers"][name])
                 for group, settings_of_this_run in zip(optimizer.param_groups, own, strict=True):
-                    lr = float(group["lr"])  # the saved rate, in the form this run's optimizer needs
-                    group.update(settings_of_this_run)
-                    if isinstance(group["lr"], torch.Tensor):
-                        group["lr"] = torch.tensor(lr, device=self.device)
-                    else:
-                        group["lr"] = lr
+                    saved_lr = float(group["lr"])
+                    group.update(settings_of_this_run)  # this run's form of lr (a GPU tensor with a CUDA graph)
+                    set_lr(group, saved_lr)
                     for param in group["params"]:
                         if "step" in optimizer.state.get(param, {}) and group["capturable"]:
                             optimizer.state[param]["step"] = optimizer.state[param]["step"].to(self.device)
@@ -358,6 +352,14 @@ class Trainer:
             raise ValueError("its history is not a list of per-epoch records")
         self.history = list(state["history"])
         self.smoke = bool(state["smoke"])
+
+
+def set_lr(group: dict, value: float) -> None:
+    """Set a parameter group's learning rate in the form it has: a tensor in place (a CUDA graph reads it there)."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
 
 
 def portable(optimizer_state: dict) -> dict:

@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the benchmarks folder is part of the repository, not of the installed library
 
-from benchmarks.bench import RESULTS_DIR, chapters_path, machine_label  # noqa: E402
+from benchmarks.bench import RESULTS_DIR, chapters_path, current_commit, machine_label  # noqa: E402
 from saae_lib import settings  # noqa: E402
 
 
@@ -33,8 +33,7 @@ def main(paths):
     record_path = chapters_path(label, ROOT / RESULTS_DIR)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"seconds": {}}
     record_path.parent.mkdir(parents=True, exist_ok=True)
-    record["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                      cwd=ROOT).stdout.strip() or "unknown"
+    record["commit"] = current_commit(ROOT)
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
@@ -54,9 +53,8 @@ def record_environment(label):
     """The exact package versions behind the stored outputs: constraints/notebooks-<machine>.txt."""
     frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
                             text=True, check=True).stdout
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     header = (f"# The environment of the last full run of the chapters (make notebooks) on {label}, "
-              f"{time.strftime('%Y-%m-%d')}, commit {commit.strip() or 'unknown'}, "
+              f"{time.strftime('%Y-%m-%d')}, commit {current_commit(ROOT)}, "
               f"Python {platform.python_version()}.\n"
               f"# Reproduce: pip install -c constraints/notebooks-{label}.txt -e \".[book,test]\"\n")
     path = ROOT / "constraints" / f"notebooks-{label}.txt"
