@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 node_modules/mathjax/es5/tex-chtml.js: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
+# JupyterLab will not start as root without --allow-root; containers and many cloud VMs run as root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 ## Open the chapters in JupyterLab (installs it into .venv the first time); LAB_ARGS="--no-browser ..." passes options.
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[jupyter]"
-	$(VENV)/bin/jupyter lab notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## Build the book into _build/html (shows the outputs stored in the notebooks).
 book: $(STAMP) node_modules/mathjax/es5/tex-chtml.js

@@ -30,7 +30,7 @@ from saae_lib.checkpoints import train_or_load
 from saae_lib.data import ensure_mnist_files, load_mnist
 from saae_lib.evaluation import test_metrics, validation_metrics
 from saae_lib.models import AdversarialAutoencoder
-from saae_lib.training import TrainConfig, Trainer, bf16_supported
+from saae_lib.training import TrainConfig, Trainer, bf16_native
 
 RESULTS_DIR = Path("benchmarks/results")
 CHAPTERS_PREFIX = "chapters-"  # chapters-<label>.json: wall times of the chapters, written by scripts/run_notebooks.py
@@ -227,7 +227,7 @@ def machine_label(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device).replace(" ", "-").lower()
     label = f"{device.type}-{torch.get_num_threads()}c"
-    return f"{label}-bf16" if device.type == "cpu" and bf16_supported(device) else label
+    return f"{label}-bf16" if device.type == "cpu" and bf16_native(device) else label
 
 
 def chapters_path(label, results_dir=RESULTS_DIR) -> Path:
@@ -365,7 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="+", choices=sorted(QUALITY_RUNS), help="quality: only these runs")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = parser.parse_args(argv)
-    if settings.FAST:
+    if settings.smoke_mode():
         parser.error("benchmarks measure real runs: unset SAAE_FAST")
     device = settings.pick_device(args.device)
     label = args.label or machine_label(device)

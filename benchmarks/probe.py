@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--test", action="store_true",
                         help="once trained, measure the test set too (a final recipe only: tune on validation)")
     args = parser.parse_args(argv)
-    if settings.FAST:
+    if settings.smoke_mode():
         parser.error("probes measure real runs: unset SAAE_FAST")
     try:
         options = parse_options(args.options)

@@ -14,7 +14,7 @@ from .models import (
     SupervisedClassifier,
 )
 from .priors import CategoricalPrior, GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior
-from .settings import FAST, pick_device, seed_everything, smoke_note
+from .settings import pick_device, seed_everything, smoke_mode, smoke_note
 from .training import DEFAULTS, TrainConfig, Trainer, train
 
 __all__ = [
@@ -23,6 +23,6 @@ __all__ = [
     "MODELS", "AdversarialAutoencoder", "Autoencoder", "ClusteringAAE", "SemiSupervisedAAE", "SupervisedAAE",
     "SupervisedClassifier",
     "CategoricalPrior", "GaussianPrior", "MixtureOfGaussiansPrior", "SwissRollPrior", "make_prior",
-    "FAST", "pick_device", "seed_everything", "smoke_note",
+    "pick_device", "seed_everything", "smoke_mode", "smoke_note",
     "DEFAULTS", "TrainConfig", "Trainer", "train",
 ]

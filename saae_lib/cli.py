@@ -1,18 +1,30 @@
 """Command line: python -m saae_lib {train,evaluate,sample,predict,encode} ... (see --help of each).
 
 Every failure ends in one line on stderr that says what to do, never a traceback: exit 2 for a bad command line,
-1 for a fault met while running (data, checkpoint, disk), 130 for Ctrl-C. Nothing trained is lost on the way:
-a checkpoint is written after every epoch, and `--force` trains beside the old run and replaces it only at the end.
+1 for a fault met while running (data, checkpoint, disk, non-finite results), 130 for Ctrl-C (128 + the signal for
+SIGTERM and SIGHUP). Nothing trained is lost on the way: a checkpoint is written after every epoch, one `train` at a
+time writes a --out, `--force` trains beside the old run (OUT.partial) and replaces it only at the end, and
+metrics.json is only ever beside the checkpoint it describes.
 """
 
 import argparse
+import contextlib
+import errno
 import json
+import math
 import os
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+
+try:
+    import fcntl  # one writer per --out (run_lock); not on Windows
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import numpy as np
 import torch
@@ -31,8 +43,7 @@ from .checkpoints import (
 )
 from .data import DataError
 from .models import MODELS
-from .priors import PRIORS
-from .training import CUDA_GRAPH_MODES, DEFAULTS, LR_SCHEDULES, PRECISIONS, ConfigError, TrainConfig, Trainer
+from .training import DEFAULTS, OPTIONS, ConfigError, Option, TrainConfig, Trainer, model_options
 
 METRICS_NAME = "metrics.json"
 SAMPLE_CHUNK = 10_000  # images decoded at a time by `sample`
@@ -49,34 +60,22 @@ def users(capability: str) -> str:
 
 
 # -- train ------------------------------------------------------------------------------------------------------
-# TrainConfig options on the command line: option -> (flag, argparse keywords). `model` is the positional argument.
-FLAGS = {
-    "epochs": ("--epochs", dict(type=int, help="epochs in total (default: the model's)")),
-    "batch_size": ("--batch-size", dict(type=int)),
-    "latent_dim": ("--latent-dim", dict(type=int, help="size of the code z")),
-    "hidden": ("--hidden", dict(type=int, nargs="+", help="widths of the hidden layers (default: 1000 1000)")),
-    "lr": ("--lr", dict(type=float, help="learning rate of the reconstruction and classification phases")),
-    "lr_schedule": ("--lr-schedule", dict(choices=LR_SCHEDULES, help="constant, or cosine: every learning rate "
-                                          "decays to ~0 over the run's epochs (default: the model's)")),
-    "adversarial_lr": ("--adversarial-lr", dict(type=float, help="learning rate of the adversarial phases")),
-    "prior": ("--prior", dict(choices=sorted(PRIORS), help="prior on z (default gaussian)")),
-    "prior_std": ("--prior-std", dict(type=float, help="standard deviation of a Gaussian prior (default 1)")),
-    "label_aware": ("--label-aware", dict(action="store_const", const=True,
-                                          help="the discriminator also sees the label, D(z, y)")),
-    "n_labels": ("--labels", dict(type=int, help="labeled training images (a multiple of 10)")),
-    "n_clusters": ("--clusters", dict(type=int, help="number of clusters")),
-    "input_noise": ("--input-noise", dict(type=float, help="std of Gaussian noise on the encoder's inputs")),
-    "balance": ("--balance", dict(type=float, help="weight of the batch balance term")),
-    "batch_norm": ("--batch-norm", dict(action=argparse.BooleanOptionalAction,
-                                        help="batch norm in the encoder's hidden layers (default: the model's)")),
-    "validation_size": ("--validation-size", dict(type=int, help="training images held out for validation "
-                                                                 "(default 5000)")),
-    "precision": ("--precision", dict(choices=PRECISIONS, help="auto (default): bf16 on CPUs that have it and "
-                                      "on GPUs with the CUDA graph, else fp32")),
-    "cuda_graph": ("--cuda-graph", dict(choices=CUDA_GRAPH_MODES, help="replay each training step as a CUDA graph: "
-                                        "auto (default: on CUDA devices), on or off")),
-    "seed": ("--seed", dict(type=int, help="random seed (default 0)")),
-}
+# TrainConfig options on the command line, each from its one declaration (training.TrainConfig): option -> (flag,
+# argparse keywords). `model` is the positional argument, `--device` is shared with the other commands.
+def flag_keywords(declared: Option) -> dict:
+    """argparse keywords of an option: from its declared type, its check's choices and its help."""
+    kind = declared.value_type
+    if kind is bool:
+        return dict(action=argparse.BooleanOptionalAction, help=declared.help)
+    if kind is tuple:
+        return dict(type=int, nargs="+", help=declared.help)
+    if declared.check.choices:
+        return dict(choices=declared.check.choices, help=declared.help)
+    return dict(type=kind, help=declared.help)
+
+
+FLAGS = {name: (declared.flag or "--" + name.replace("_", "-"), flag_keywords(declared))
+         for name, declared in OPTIONS.items() if declared.cli}
 
 
 def flag_message(error: ConfigError) -> str:
@@ -104,26 +103,272 @@ def check_folder(folder: Path) -> None:
                     "its permissions") from None
 
 
-def resumed_trainer(args, out: Path) -> Trainer:
-    """The run in `out`, to be continued: every option given must agree with the checkpoint."""
-    if args.force:
-        raise Usage("--resume continues the run in --out and --force replaces it: pass one of them")
-    if not (out / CHECKPOINT_NAME).is_file():
-        raise Usage(f"--resume: no {CHECKPOINT_NAME} in {out}; train a model there first")
-    state, saved = read_checkpoint(out)
+def out_folder(text: str) -> Path:
+    """train's --out; an empty one would be the current folder, refused."""
+    if not text.strip():
+        raise Usage("--out is empty: name the folder to train into (e.g. --out runs/aae)")
+    return Path(text)
+
+
+def command_line(*words) -> str:
+    """A command for the user to copy, each word quoted for the shell where it needs it (a path with a space)."""
+    return " ".join(["python -m saae_lib", *(shlex.quote(str(word)) for word in words)])
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# -- one writer per --out: a lock held from before anything is deleted or trained until the command ends --------------
+LOCK_NAME = ".saae.lock"  # in --out while `train` writes there: its pid; removed at the end (flock: gone if it died)
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold the lock of the run folder `out`; a second writer is refused (Usage) with the first one's pid."""
+    handle = take_lock(out)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                (out / LOCK_NAME).unlink()  # while still locked: a writer waiting on it then takes a new file
+            os.close(handle)
+
+
+def take_lock(out: Path) -> int | None:
+    """The locked file descriptor of OUT/.saae.lock (None where files cannot be locked: Windows, some mounts)."""
+    if fcntl is None:
+        return None
+    path = out / LOCK_NAME
+    while True:
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            raise Usage(f"--out {out} cannot be written ({error.strerror or error}): choose another folder or fix "
+                        "its permissions") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.pread(handle, 32, 0).decode(errors="replace").strip()
+            except OSError:
+                pid = ""
+            os.close(handle)
+            holder = f" (pid {pid})" if pid.isdigit() else ""
+            raise Usage(f"--out {out} is being written by another saae_lib process{holder}: wait for it to end or "
+                        "choose another --out") from None
+        except OSError:  # this filesystem has no locks
+            os.close(handle)
+            return None
+        try:
+            if os.path.samestat(os.fstat(handle), os.stat(path)):
+                break
+        except OSError:
+            pass
+        os.close(handle)  # the writer before us removed this file as we opened it: lock the one there now
+    with contextlib.suppress(OSError):
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    return handle
+
+
+# -- --force: the new run trains in a partial folder that belongs to it, and replaces the old one at the end ----------
+PARTIAL_MARKER = ".saae-partial"  # in a partial folder: saae_lib made it, for the --force run of the folder it names
+INNER_PARTIAL = ".saae-partial-run"  # the partial folder inside --out, where --out is a mount point
+
+
+def sibling_partial(out: Path) -> Path:
+    named = out if out.name not in ("", ".", "..") else Path(os.path.abspath(out))
+    return named.parent / f"{named.name}.partial"
+
+
+def partial_place(out: Path) -> Path:
+    """Where a new --force run of `out` trains: the sibling OUT.partial, or inside `out` where that is another
+    filesystem (`out` a mount point: a rename from there would fail) or cannot be written."""
+    sibling = sibling_partial(out)
+    try:
+        if os.stat(out).st_dev == os.stat(sibling.parent).st_dev and os.access(sibling.parent, os.W_OK | os.X_OK):
+            return sibling
+    except OSError:
+        pass
+    return out / INNER_PARTIAL
+
+
+def find_partial(out: Path) -> Path | None:
+    """The partial folder saae_lib made for a --force run of `out` that is still there, if any."""
+    for folder in (sibling_partial(out), out / INNER_PARTIAL):
+        if (folder / PARTIAL_MARKER).is_file() and not folder.is_symlink():
+            return folder
+    return None
+
+
+def partial_owner(folder: Path) -> str | None:
+    """The --out whose --force run trains in `folder`, if `folder` is such a partial folder."""
+    if not (folder / PARTIAL_MARKER).is_file():
+        return None
+    try:
+        return str(json.loads((folder / PARTIAL_MARKER).read_text())["out"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return str(folder.parent if folder.name == INNER_PARTIAL else folder.with_name(
+            folder.name.removesuffix(".partial")))
+
+
+def ours(name: str) -> bool:
+    """A file saae_lib writes in a partial folder (or the temporary file of one)."""
+    return name in (PARTIAL_MARKER, CHECKPOINT_NAME, METRICS_NAME) or any(
+        name.startswith(f".{written}.") and name.endswith(".tmp") for written in (CHECKPOINT_NAME, METRICS_NAME))
+
+
+def check_partial(folder: Path, out: Path) -> None:
+    """Refuse (Usage) to touch a partial folder of `out` that saae_lib did not make, or that holds anything else."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir() or not (folder / PARTIAL_MARKER).is_file():
+        raise Usage(f"{folder} is in the way: saae_lib trains the --force run of {out} there, and did not make this "
+                    "one; move it away (or delete it yourself), then run again")
+    foreign = sorted(name for name in os.listdir(folder) if not ours(name))
+    if foreign:
+        raise Usage(f"{folder} holds files saae_lib did not write there ({', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''}): move them out of it, then run again")
+
+
+def make_partial(folder: Path, out: Path) -> None:
+    try:
+        folder.mkdir()
+    except (PermissionError, FileExistsError) as error:  # (anything else, a full disk: main's one line)
+        raise Usage(f"{folder} cannot be written ({error.strerror or error}): --force trains the new run there; "
+                    "fix its folder's permissions, or choose another --out") from None
+    try:
+        (folder / PARTIAL_MARKER).write_text(json.dumps({"out": os.path.abspath(out), "by": "saae_lib train --force"})
+                                             + "\n")
+    except BaseException:
+        remove_partial(folder)  # no folder without its marker: it would look like someone else's
+        raise
+
+
+def remove_partial(folder: Path) -> None:
+    """Remove a partial folder: only the files saae_lib wrote there, and the folder if that leaves it empty."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            if ours(name):
+                (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def set_aside(folder: Path, out: Path) -> Path:
+    """Keep the interrupted --force run in `folder` as an ordinary run folder beside it (a new run takes its place)."""
+    base = folder.parent / ("interrupted-run" if folder.name == INNER_PARTIAL else
+                            folder.name.removesuffix(".partial") + ".interrupted")
+    kept, n = base, 1
+    while kept.exists() or kept.is_symlink():
+        n += 1
+        kept = base.with_name(f"{base.name}-{n}")
+    os.rename(folder, kept)
+    (kept / PARTIAL_MARKER).unlink(missing_ok=True)
+    try:
+        state, saved = read_checkpoint(kept)
+        what = f"{saved['model']} model, {len(state['history'])} of {saved['epochs']} epochs"
+        again = command_line("train", saved["model"], "--out", kept, "--resume")
+    except (CheckpointError, OSError, KeyError, TypeError):
+        what, again = "an unfinished run", command_line("train", "MODEL", "--out", kept, "--resume")
+    warn(f"note: {folder} held an interrupted --force run of {out} ({what}); it is kept as {kept}: continue it with: "
+         f"{again}, or delete it")
+    return kept
+
+
+def move_into(source: Path, target: Path) -> bool:
+    """Move the file `source` to `target`: a rename, or a copy flushed to disk where they are on two filesystems
+    (EXDEV); True if it was renamed (`source` is gone), False if copied."""
+    try:
+        os.replace(source, target)
+        return True
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    try:
+        with open(source, "rb") as file, open(target, "wb") as copy:
+            shutil.copyfileobj(file, copy, 1 << 20)
+            copy.flush()
+            os.fsync(copy.fileno())
+    except OSError as error:
+        target.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(error.filename or target)) from None
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return False
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that renames in it are on disk (where the system allows it)."""
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def incoming(out: Path, name: str) -> Path:
+    return out / f".{name}.incoming"
+
+
+def replace_run(partial: Path, out: Path) -> None:
+    """Put the finished run in `partial` in place of the one in `out` (other files in `out` stay).
+
+    The new checkpoint and metrics are first brought into `out` under temporary names (renamed, or copied where
+    `partial` is on another filesystem): if that fails, `out` is as it was. Only then is the old metrics.json removed
+    and the two renamed over the old files, so old metrics are never beside the new model, and never gone before the
+    new ones are in `out`."""
+    staged = []
+    try:
+        for name in (CHECKPOINT_NAME, METRICS_NAME):
+            staged.append((name, move_into(partial / name, incoming(out, name))))
+    except BaseException:
+        for name, renamed in staged:  # undo: the partial folder keeps the whole new run
+            with contextlib.suppress(OSError):
+                if renamed:
+                    os.replace(incoming(out, name), partial / name)
+                else:
+                    incoming(out, name).unlink()
+        raise
+    (out / METRICS_NAME).unlink(missing_ok=True)
+    os.replace(incoming(out, CHECKPOINT_NAME), out / CHECKPOINT_NAME)
+    os.replace(incoming(out, METRICS_NAME), out / METRICS_NAME)
+    sync_folder(out)
+    remove_partial(partial)
+
+
+def metrics_describe(folder: Path, epochs: int) -> bool:
+    """metrics.json in `folder` is strict JSON of a run of `epochs` epochs (what the checkpoint beside it holds)."""
+    def refuse(constant):
+        raise ValueError(constant)
+
+    try:
+        metrics = json.loads((folder / METRICS_NAME).read_text(), parse_constant=refuse)
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and metrics.get("epochs") == epochs
+
+
+def resumed_trainer(args, out: Path, source: Path) -> Trainer:
+    """The run in `source` (`out`, or the unfinished --force run that replaces it) to be continued: every option
+    given must agree with its checkpoint. A run with all its epochs but no metrics.json is continued too: it is only
+    evaluated."""
+    state, saved = read_checkpoint(source)
     if args.model != saved["model"]:
-        raise Usage(f"--resume: {out} holds a run of the {saved['model']} model, not of {args.model}")
+        raise Usage(f"--resume: {source} holds a run of the {saved['model']} model, not of {args.model}")
     for option, value in given_options(args).items():
         if option != "epochs" and option not in PLACEMENT_OPTIONS and not same_value(value, saved[option]):
             flag = FLAGS[option][0]
-            raise Usage(f"--resume: {flag} {value} contradicts the run in {out} (it has {saved[option]}); leave "
+            raise Usage(f"--resume: {flag} {value} contradicts the run in {source} (it has {saved[option]}); leave "
                         f"{flag} out to continue that run, or start a new one with --force")
     done = len(state["history"])
     total = args.epochs if args.epochs is not None else saved["epochs"]
-    if total <= done:
-        raise Usage(f"--resume: {out} already has {done} epochs; ask for more with --epochs")
-    check_folder(out)
-    trainer = restore(state, saved, out / CHECKPOINT_NAME, device=args.device, cuda_graph=args.cuda_graph)
+    if total < done or (total == done and source == out and metrics_describe(out, done)):
+        raise Usage(f"--resume: {source} already has {done} epochs; ask for more with --epochs")
+    trainer = restore(state, saved, source / CHECKPOINT_NAME, device=args.device, cuda_graph=args.cuda_graph)
     trainer.config = replace(trainer.config, epochs=total)
     return trainer
 
@@ -134,19 +379,180 @@ def same_value(given, saved) -> bool:
     return given == saved
 
 
-def replace_run(partial: Path, out: Path) -> None:
-    """Put the finished run in `partial` in place of the one in `out` (other files in `out` stay)."""
-    (out / METRICS_NAME).unlink(missing_ok=True)  # never an old model's metrics beside the new model
-    os.replace(partial / CHECKPOINT_NAME, out / CHECKPOINT_NAME)
-    os.replace(partial / METRICS_NAME, out / METRICS_NAME)
-    shutil.rmtree(partial, ignore_errors=True)
+# -- what a train command says after a fault -----------------------------------------------------------------------
+class RunFault(Exception):
+    """A fault met while training (disk, non-finite numbers): one line that says what is kept and what to do
+    (exit 1)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is (exit status 128 + the signal's number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def interrupted_word(error: KeyboardInterrupt) -> str:
+    return f"interrupted ({signal.Signals(error.signum).name})" if isinstance(error, Interrupted) else "interrupted"
+
+
+def interrupt_status(error: KeyboardInterrupt) -> int:
+    return 128 + (error.signum if isinstance(error, Interrupted) else signal.SIGINT)
+
+
+def raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupt_signals():
+    """SIGTERM and SIGHUP raise Interrupted (a KeyboardInterrupt) while a command runs; a signal ignored by whoever
+    started it (nohup) stays ignored."""
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        try:
+            if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, raise_interrupted)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP wait (they arrive right after) while a finished run is moved into place."""
+    held = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def warn(line: str) -> None:
+    """One line on stderr; a closed terminal (SIGHUP) must not turn it into a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def silence_stdout() -> None:
+    """stdout was closed by its reader (train ... | head): what is printed from now on goes to /dev/null."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def say(line: str) -> None:
+    """Print a progress line; a closed stdout stops the printing, never the training."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except (OSError, ValueError):
+        pass
+
+
+class RunPlace:
+    """Where a train command writes and how far it got: what its messages after a fault say."""
+
+    def __init__(self, out: Path, target: Path, model: str, total: int, saved: int):
+        self.out, self.target, self.model, self.total = out, target, model, total
+        self.saved = saved  # epochs in target's checkpoint
+        self.saved_here = False  # a checkpoint was saved by this command
+        self.evaluated = False  # its metrics.json is written
+        self.replaced = False  # a --force run is in `out`
+
+    def kept(self) -> str:
+        if self.replaced:
+            return f"{self.out} holds the new run ({plural(self.saved, 'epoch')}) and its test metrics"
+        if self.target != self.out:
+            if not self.saved:
+                return f"{self.out} is unchanged; nothing new was saved"
+            if self.evaluated:
+                return f"{self.out} is unchanged; the finished new run is in {self.target}"
+            finished = plural(self.saved, "finished epoch") + (" are" if self.saved > 1 else " is")
+            evaluated = " (all of them, not yet evaluated)" if self.saved >= self.total else ""
+            return f"{self.out} is unchanged; the new run's {finished} in {self.target}{evaluated}"
+        if not self.saved:
+            return "nothing was saved"
+        if self.saved < self.total:
+            return f"{self.out} holds {self.saved} of {self.total} epochs"
+        epochs = f"{'all ' if self.saved > 1 else ''}{plural(self.saved, 'epoch')}"
+        return f"{self.out} holds {epochs} but no test metrics yet"
+
+    def hint(self, before: str = "") -> str:
+        """The command that carries on from here (after `before`, e.g. "free some space, then ")."""
+        if self.replaced:
+            return "nothing is left to do"
+        if not self.saved:
+            return f"{before}train again"
+        verb = "continue" if self.saved < self.total else "finish"
+        return (f"{before}{verb}{' it' if self.target != self.out else ''} with: "
+                f"{command_line('train', self.model, '--out', self.out, '--resume')}")
+
+    def interrupted(self, error: KeyboardInterrupt) -> str:
+        if self.target == self.out and not self.saved:
+            return f"{interrupted_word(error)} before the first epoch ended: nothing was saved"
+        if self.target != self.out and not self.saved:
+            return f"{interrupted_word(error)}: {self.kept()}"
+        return f"{interrupted_word(error)}: {self.kept()}; {self.hint()}"
+
+    def write_failed(self, what: str, error: OSError, note: str = "") -> str:
+        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        return (f"{what} ({error.strerror or error}): {note}{self.kept()}; "
+                f"{self.hint('free some space, then ' if full else 'fix that, then ')}")
+
+    def diverged(self, where: str, trainer: Trainer) -> str:
+        rates = "--lr, --adversarial-lr" if getattr(trainer.config, "adversarial_lr", None) is not None else "--lr"
+        force = " with --force" if (self.out / CHECKPOINT_NAME).is_file() else ""
+        return (f"training diverged ({where}): {self.kept()}; lower the learning rates ({rates}) or use --precision "
+                f"fp32, and train again{force}")
+
+
+def drop_empty_partial(run: RunPlace) -> None:
+    """A --force run that saved nothing leaves no partial folder behind."""
+    if run.target != run.out and not run.saved:
+        remove_partial(run.target)
+
+
+def non_finite(record: dict) -> list[str]:
+    return [f"{key} {value}" for key, value in record.items() if isinstance(value, float) and not math.isfinite(value)]
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def command_train(args) -> int:
-    out = Path(args.out)
+    out = out_folder(args.out)
+    if args.resume and args.force:
+        raise Usage("--resume continues the run in --out and --force replaces it: pass one of them")
+    owner = partial_owner(out)
+    if owner is not None:
+        raise Usage(f"{out} is where the --force run of {owner} trains: continue it with: "
+                    f"{command_line('train', args.model, '--out', owner, '--resume')}")
+    config = None
     if args.resume:
-        trainer = resumed_trainer(args, out)
-        target = out
+        if not (out / CHECKPOINT_NAME).is_file() and find_partial(out) is None:
+            raise Usage(f"--resume: no {CHECKPOINT_NAME} in {out}; train a model there first")
     else:
         if (out / CHECKPOINT_NAME).is_file() and not args.force:
             raise Usage(f"{out} already holds a trained model: pass --force to replace it, or --resume to continue "
@@ -155,46 +561,110 @@ def command_train(args) -> int:
             config = TrainConfig(model=args.model, device=args.device or "auto", **given_options(args)).resolved()
         except ConfigError as error:
             raise Usage(flag_message(error)) from None
-        check_folder(out)
-        target = out
-        if (out / CHECKPOINT_NAME).is_file():  # --force: train beside the old run, replace it at the end
-            target = out.parent / f"{out.name}.partial"
-            shutil.rmtree(target, ignore_errors=True)
-            check_folder(target)
+    check_folder(out)
+    with run_lock(out):
+        return train_locked(args, out, config)
+
+
+def train_locked(args, out: Path, config) -> int:
+    """`train`, with the lock of `out` held: nothing here runs beside another writer of `out`."""
+    for name in (CHECKPOINT_NAME, METRICS_NAME):
+        incoming(out, name).unlink(missing_ok=True)  # left by a replace_run that was cut short
+    pending = find_partial(out)  # an unfinished --force run of `out`
+    metrics = None
+    if args.resume:
+        # an unfinished --force run is what --resume continues (its interruption said so); it replaces `out` at the end
+        target = pending if pending is not None and (pending / CHECKPOINT_NAME).is_file() else out
+        if not (target / CHECKPOINT_NAME).is_file():
+            raise Usage(f"--resume: no {CHECKPOINT_NAME} in {out}; train a model there first")
+        if target != out:
+            check_partial(target, out)
+        trainer = resumed_trainer(args, out, target)
+        done = len(trainer.history)
+        if target != out and done >= trainer.config.epochs and metrics_describe(target, done):
+            metrics = json.loads((target / METRICS_NAME).read_text())  # finished: only its move into `out` is left
+    else:
+        if (out / CHECKPOINT_NAME).is_file() and not args.force:
+            raise Usage(f"{out} already holds a trained model: pass --force to replace it, or --resume to continue "
+                        "it")
+        if pending is not None:  # a new run takes the place of an unfinished --force run: that one is kept
+            check_partial(pending, out)
+            if (pending / CHECKPOINT_NAME).is_file():
+                set_aside(pending, out)
+            else:
+                remove_partial(pending)
+        target = partial_place(out) if (out / CHECKPOINT_NAME).is_file() else out
+        if target != out:
+            check_partial(target, out)
         try:
             trainer = Trainer(config)
         except ConfigError as error:  # e.g. bf16 where it is not supported
             raise Usage(flag_message(error)) from None
-    total = trainer.config.epochs
+        if target != out:  # --force: train beside the old run, replace it at the end
+            make_partial(target, out)
+    run = RunPlace(out, target, trainer.config.model, trainer.config.epochs, len(trainer.history))
+    run.evaluated = metrics is not None
     print_smoke_note(trainer)
-    print(f"training {trainer.config.model} on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}), "
-          f"{len(trainer.data.train_images)} images", flush=True)
+    if target != out and args.resume:
+        say(f"continuing the unfinished --force run of {out} in {target}; it replaces {out} when it ends")
+    if run.saved < run.total:
+        say(f"training {trainer.config.model} on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}), "
+            f"{len(trainer.data.train_images)} images")
+    elif metrics is None:
+        say(f"evaluating the {plural(run.saved, 'epoch')} of {target}: they are trained, their test metrics missing")
 
     def report(trainer, record):
-        save_checkpoint(trainer, target)  # every epoch, so that an interrupted run can --resume
+        bad = non_finite(record)
+        if bad or not weights_finite(trainer.model):  # never saved as if it were a good model
+            where = f"epoch {record['epoch']}: {', '.join(bad) or 'non-finite weights'}"
+            raise RunFault(run.diverged(where, trainer))
+        try:
+            if not run.saved_here:  # metrics.json described the checkpoint this one replaces
+                (target / METRICS_NAME).unlink(missing_ok=True)
+            save_checkpoint(trainer, target)  # every epoch, so that an interrupted run can --resume
+        except OSError as error:
+            note = "the last good epoch is kept, " if run.saved else ""
+            raise RunFault(run.write_failed(f"cannot save epoch {record['epoch']} in {target}", error, note)) from None
+        run.saved, run.saved_here = len(trainer.history), True
         losses = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in {"epoch", "seconds"})
-        print(f"epoch {record['epoch']}/{total}: {record['seconds']:.1f} s  {losses}", flush=True)
+        say(f"epoch {record['epoch']}/{run.total}: {record['seconds']:.1f} s  {losses}")
 
     try:
-        trainer.fit(epochs=total, callback=report, progress=False)
-        metrics = evaluation.test_metrics(trainer)
-        atomic_write_text(json.dumps(metrics, indent=2) + "\n", target / METRICS_NAME)
-    except KeyboardInterrupt:
-        done = len(trainer.history)
+        if metrics is None:
+            if run.saved < run.total:
+                trainer.fit(epochs=run.total, callback=report, progress=False)
+            metrics = evaluation.test_metrics(trainer)
+            bad = non_finite(metrics)
+            try:
+                text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+            except ValueError:
+                bad = bad or ["a nested value"]
+            if bad:
+                raise RunFault(run.diverged(f"test metrics not finite: {', '.join(bad)}", trainer))
+            try:
+                atomic_write_text(text, target / METRICS_NAME)
+            except OSError as error:
+                raise RunFault(run.write_failed(f"cannot write {error.filename or target / METRICS_NAME}",
+                                                error)) from None
+            run.evaluated = True
         if target != out:
-            kept = "nothing new was saved"
-            if done:
-                kept = f"the new run's {done} finished epoch{'s are' if done > 1 else ' is'} in {target}"
-            print(f"interrupted: {out} is unchanged; {kept}", file=sys.stderr)
-        elif done:
-            print(f"interrupted: {out} holds {done} of {total} epochs; continue with: python -m saae_lib train "
-                  f"{trainer.config.model} --out {out} --resume", file=sys.stderr)
-        else:
-            print("interrupted before the first epoch ended: nothing was saved", file=sys.stderr)
-        return 130
-    if target != out:
-        replace_run(target, out)
-    print(json.dumps(metrics))
+            try:
+                with signals_held():
+                    replace_run(target, out)
+                    run.replaced = True
+            except OSError as error:
+                raise RunFault(run.write_failed(f"cannot move the new run from {target} into {out}", error)) from None
+    except KeyboardInterrupt as error:
+        drop_empty_partial(run)
+        warn(run.interrupted(error))
+        return interrupt_status(error)
+    except FloatingPointError:  # fit: a non-finite loss (that epoch was not saved)
+        drop_empty_partial(run)
+        raise RunFault(run.diverged(f"epoch {len(trainer.history) + 1}: a non-finite loss", trainer)) from None
+    except RunFault:
+        drop_empty_partial(run)
+        raise
+    say(json.dumps(metrics, allow_nan=False))
     return 0
 
 
@@ -319,8 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = "; ".join(f"{m}: {', '.join(f'{k}={v}' for k, v in d.items())}" for m, d in DEFAULTS.items())
-    uses = "; ".join(f"{kind}: {', '.join(FLAGS[o][0] for o in model.options)}" for kind, model in MODELS.items()
-                     if model.options)
+    uses = "; ".join(f"{kind}: {', '.join(FLAGS[o][0] for o in model_options(model))}"
+                     for kind, model in MODELS.items() if model_options(model))
 
     train = commands.add_parser("train", help="train a model, write DIR/checkpoint.pt and DIR/metrics.json",
                                 description=f"Train a model on MNIST. Defaults per model: {defaults}. Options that "
@@ -330,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     for option, (flag, keywords) in FLAGS.items():
         train.add_argument(flag, dest=option, **keywords)
     train.add_argument("--device", help="auto (default), cpu, cuda or mps")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out (up to --epochs)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out (up to --epochs): an "
+                       "unfinished --force run beside it first, else its own; with all epochs done, evaluate it")
     train.add_argument("--force", action="store_true", help="replace the run in --out (kept until the new one ends)")
 
     evaluate = commands.add_parser("evaluate", help="print a trained model's test metrics as JSON")
@@ -365,26 +836,35 @@ COMMANDS = {"train": command_train, "evaluate": command_evaluate, "sample": comm
 
 def describe(error: OSError) -> str:
     where = f"{error.filename}: " if error.filename else ""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"{where}{error.strerror or error}; free some space and run it again"
     return f"{where}{error.strerror or error}; check the path, its permissions and the free disk space"
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if getattr(args, "device", None):
-            try:
-                settings.pick_device(args.device)
-            except ValueError as error:
-                raise Usage(str(error)) from None
-        return COMMANDS[args.command](args)
+        with interrupt_signals():  # SIGTERM and SIGHUP end a command as Ctrl-C does
+            args = parser.parse_args(argv)
+            if getattr(args, "device", None):
+                try:
+                    settings.pick_device(args.device)
+                except ValueError as error:
+                    raise Usage(str(error)) from None
+            status = COMMANDS[args.command](args)
+        flush_stdout()
+        return status
     except Usage as error:
         parser.error(str(error))
     except ConfigError as error:  # a saved run that cannot run here as asked (e.g. --resume --cuda-graph on, no GPU)
         parser.error(flag_message(error))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except settings.SettingError as error:  # SAAE_FAST=ture and the like
+        parser.error(str(error))
+    except KeyboardInterrupt as error:
+        warn(interrupted_word(error))
+        return interrupt_status(error)
+    except RunFault as error:
+        warn(f"error: {error}")
     except (DataError, CheckpointError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
     except torch.cuda.OutOfMemoryError:
@@ -395,7 +875,9 @@ def main(argv=None) -> int:
         if "can't allocate memory" not in str(error):
             raise
         print("error: out of memory: lower --batch-size or --hidden (train), or --n (sample)", file=sys.stderr)
+    except BrokenPipeError:  # its reader closed stdout (train keeps going without printing: see say)
+        silence_stdout()
+        warn("error: the output was closed (broken pipe) before the command ended; run it again and read all of it")
     except OSError as error:
         print(f"error: {describe(error)}", file=sys.stderr)
     return 1
-

@@ -155,11 +155,14 @@ def load_mnist(
     validation_size: int = 5000,
     seed: int = 0,
     download: bool = True,
+    smoke: bool | None = None,
 ) -> MNIST:
     """Load MNIST with a seeded validation split held out of the 60k training images.
 
-    The 10k test set is kept apart: nothing in this library trains or selects models on it.
+    The 10k test set is kept apart: nothing in this library trains or selects models on it. smoke (default:
+    settings.smoke_mode()) keeps a seeded random FAST_SIZES of each split.
     """
+    smoke = settings.smoke_mode() if smoke is None else smoke
     raw = ensure_mnist_files(root, download=download)
     train_x, train_y = read_split(raw, train=True)
     test_x, test_y = read_split(raw, train=False)
@@ -167,10 +170,11 @@ def load_mnist(
         raise ValueError(f"validation_size must be in [0, {len(train_x)}), got {validation_size}")
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:validation_size], order[validation_size:]
-    if settings.FAST:
+    if smoke:  # random subsets: `order` is random already; the test set's own order is not (its first half is cleaner)
         train_idx = train_idx[: FAST_SIZES["train"]]
         val_idx = val_idx[: FAST_SIZES["validation"]]
-        test_x, test_y = test_x[: FAST_SIZES["test"]], test_y[: FAST_SIZES["test"]]
+        test_idx = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(0))[: FAST_SIZES["test"]]
+        test_x, test_y = test_x[test_idx], test_y[test_idx]  # one fixed subset: the test set never follows `seed`
     device = settings.pick_device(None if device is None else str(device))
 
     def as_float(images: torch.Tensor) -> torch.Tensor:
@@ -244,6 +248,21 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     if not images.is_floating_point():
         raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}: divide uint8 images by 255")
     return images
+
+
+def check_training_data(data: MNIST) -> None:
+    """Refuse data a model would train on silently and wrongly: no training images, or pixels outside [0, 1] (uint8
+    values 0..255 make the cross-entropy negative and the training meaningless)."""
+    if len(data.train_images) == 0:
+        raise ValueError("the data has no training images: nothing to train on")
+    for name in ("train_images", "val_images", "test_images"):
+        images = getattr(data, name)
+        if not images.is_floating_point():
+            raise ValueError(f"{name} are {images.dtype}: the models take float pixels in [0, 1] (divide uint8 "
+                             "images by 255)")
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise ValueError(f"{name} hold values from {float(images.min()):g} to {float(images.max()):g}: the "
+                             "models take pixels in [0, 1] (divide 0..255 images by 255)")
 
 
 def check_labels(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:

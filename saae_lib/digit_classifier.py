@@ -4,6 +4,7 @@ It is trained once on the 60k training images (never on the test set) and cached
 scores generated digits with the same judge. Its accuracy on the real test set is the ceiling for those scores.
 """
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import settings
-from .checkpoints import CheckpointError, atomic_save, read_state
+from .checkpoints import DamagedCheckpoint, atomic_save, read_state
 from .data import N_CLASSES, batches, check_images, ensure_mnist_files, read_split
 
 with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine, no need to warn
@@ -43,8 +44,28 @@ class DigitClassifier(nn.Module):
         return torch.cat([self(chunk.to(device)).argmax(1) for chunk in images.split(batch_size)])
 
 
+JUDGE_AGAIN = "delete it, and the judge classifier is trained again"
+
+
+def read_judge(path: Path) -> tuple[DigitClassifier, float]:
+    """The judge cached at `path` (on the CPU) and its accuracy; DamagedCheckpoint if the file is not a usable one,
+    CheckpointError if it cannot be read."""
+    state = read_state(path, ("model", "test_accuracy"), what="the cached judge classifier", advice=JUDGE_AGAIN)
+    model = DigitClassifier()
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError):
+        raise DamagedCheckpoint(f"{path} does not fit the judge classifier; {JUDGE_AGAIN}",
+                                "its weights do not fit the judge classifier") from None
+    accuracy = state["test_accuracy"]
+    if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
+        raise DamagedCheckpoint(f"{path} holds no test accuracy from 0 to 1; {JUDGE_AGAIN}",
+                                "its test accuracy is not a number from 0 to 1")
+    return model, accuracy
+
+
 def judge_path() -> Path:
-    suffix = "-smoke" if settings.FAST else ""
+    suffix = "-smoke" if settings.smoke_mode() else ""
     return settings.cache_dir() / f"digit_classifier-v{JUDGE_VERSION}{suffix}.pt"
 
 
@@ -55,7 +76,7 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tupl
     raw = ensure_mnist_files()
     train_x, train_y = read_split(raw, train=True)
     test_x, test_y = read_split(raw, train=False)
-    if settings.FAST:
+    if settings.smoke_mode():
         train_x, train_y, test_x, test_y = train_x[:3000], train_y[:3000], test_x[:1000], test_y[:1000]
         epochs = 1
     train_x, train_y = (train_x.float() / 255).reshape(-1, 784).to(device), train_y.to(device)
@@ -80,18 +101,20 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tupl
 
 
 def load_judge(device=None, progress=None) -> tuple[DigitClassifier, float]:
-    """The cached judge and its real-test accuracy, training it first (one to four minutes on a CPU) if needed."""
+    """The cached judge and its real-test accuracy, training it first (one to four minutes on a CPU) if needed.
+
+    A damaged cache is only a cache: the judge is trained again and replaces it, which one line on stderr says.
+    """
     path = judge_path()
     device = settings.pick_device(device)
     if path.is_file():
-        state = read_state(path, ("model", "test_accuracy"), what="the cached judge")
-        model = DigitClassifier()
         try:
-            model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise CheckpointError(f"{path} does not fit the judge classifier: delete it, and it is trained "
-                                  "again") from None
-        return model.to(device).eval(), state["test_accuracy"]
+            model, accuracy = read_judge(path)
+        except DamagedCheckpoint as error:
+            print(f"the judge classifier's cache {path} is damaged ({error.reason}): training the judge again, "
+                  "which replaces it (one to four minutes on a CPU)", file=sys.stderr, flush=True)
+        else:
+            return model.to(device).eval(), accuracy
     model, accuracy = train_digit_classifier(device=device, progress=progress)
     atomic_save({"model": model.state_dict(), "test_accuracy": accuracy}, path)
     return model.eval(), accuracy

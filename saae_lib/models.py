@@ -1,28 +1,32 @@
 """The models: one class each, and each class is that model's whole description.
 
-A model class says
-  - how it is built (`__init__`, and `from_config` from a TrainConfig),
-  - which options it uses (`options`) and its recommended settings (`defaults`),
-  - which parameters each training phase updates, and at what learning rate (`phases`),
+Every model is a `Model` (below), which states what a model declares and what it may offer. In short, a class says
+  - its name (`kind`), its recommended settings (`defaults`) and the numbers that describe it (`measures`),
+  - how it is built: `__init__` takes every option the model uses as a keyword (the options themselves are declared
+    once, in training.TrainConfig); `from_config` passes them from a TrainConfig,
+  - which submodules each training phase updates, and which option sets that phase's learning rate (`phases`),
   - its training step (`training_step`): the phases in order, each one loss and one optimizer update,
-  - what it can do: `encode`, `decode`, `reconstruct`, `generate`, `classify` (only what applies),
-  - which numbers describe it (`measures`; computed by evaluation.py).
-`MODELS` maps each model's name to its class; a new model is one new class here, added to `MODELS`.
+  - what it can do: `encode`, `decode`, `reconstruct`, `generate`, `classify` (only what applies).
+The options a model uses are read off its constructor and its phases (`Model.uses`), so a subclass inherits them.
+`MODELS` maps each model's name to its class; every class here with a `kind` is in it, so a new model is one class.
 
 Sizes follow Makhzani et al. (2015) and the "Wizard's guide": 784-1000-1000-z with ReLU, a sigmoid output, and a
 z-1000-1000-1 discriminator. The training loop that calls `training_step` is in training.py; the step gets the
-trainer for what every model shares: `update(phase, loss)`, `autocast()`, `sample_prior`, `noisy`, `labeled`.
+trainer for what every model shares: `update(phase, loss)`, `autocast()`, `sample_prior`, and its `generator`.
 """
 
+import inspect
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IMAGE_PIXELS, N_CLASSES, check_images, check_labels
+from .data import IMAGE_PIXELS, N_CLASSES, check_images, check_labels, labeled_subset
 from .priors import CategoricalPrior, GaussianPrior, Prior, make_prior
+from .settings import ConfigError
 
 # Batches of 500 (not the paper's 100) keep a 2-core CPU near its peak; the learning rates are doubled to match.
 # All phases share one learning rate, as in the reference implementation (the results page says what was tried).
@@ -42,12 +46,28 @@ def mlp(sizes: list[int], batch_norm=False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Encoder(nn.Sequential):
+    """x (n, 784) -> code z (n, latent_dim): 784-hidden-...-z with ReLU between the layers."""
+
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...]):
+        super().__init__(*mlp([IMAGE_PIXELS, *hidden, latent_dim]))
+        self.in_features, self.latent_dim = IMAGE_PIXELS, latent_dim
+
+
+class Discriminator(nn.Sequential):
+    """A code (with a one-hot label beside it, for D(z, y)) -> one logit: "is this a sample of the prior?"."""
+
+    def __init__(self, *, in_features: int, hidden: tuple[int, ...]):
+        super().__init__(*mlp([in_features, *hidden, 1]))
+        self.in_features = in_features
+
+
 class Decoder(nn.Module):
     """z (optionally with a one-hot label in front: the supervised AAE's 10 + 2 inputs) -> pixel logits."""
 
-    def __init__(self, latent_dim=2, hidden=(1000, 1000), n_classes=0):
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], n_classes: int = 0):
         super().__init__()
-        self.n_classes = n_classes
+        self.n_classes, self.in_features = n_classes, n_classes + latent_dim
         self.net = mlp([n_classes + latent_dim, *hidden, IMAGE_PIXELS])
 
     def forward(self, z, labels=None):
@@ -56,16 +76,16 @@ class Decoder(nn.Module):
                 raise ValueError("this decoder is conditioned on the digit: pass labels (or one-hot vectors)")
             if labels.dim() == 1:
                 labels = F.one_hot(check_labels(labels, self.n_classes), self.n_classes).to(z.dtype)
-            z = torch.cat([labels.to(z.dtype), z], dim=1)
+            z = torch.cat([labels.to(z.dtype), z], dim=1)  # B, n_classes + latent_dim
         elif labels is not None:
             raise ValueError("this decoder is not conditioned on labels: call it without them")
-        return self.net(z)
+        return self.net(z)  # B, 784
 
 
 class SemiSupervisedEncoder(nn.Module):
     """x -> (label logits y, style z): a shared trunk with two heads (Makhzani et al., Fig. 8)."""
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, batch_norm=False):
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], n_classes: int = N_CLASSES, batch_norm=False):
         super().__init__()
         last = [nn.BatchNorm1d(hidden[-1])] if batch_norm else []
         self.trunk = nn.Sequential(mlp([IMAGE_PIXELS, *hidden], batch_norm), *last, nn.ReLU())
@@ -73,13 +93,20 @@ class SemiSupervisedEncoder(nn.Module):
         self.style_head = nn.Linear(hidden[-1], latent_dim)
 
     def forward(self, x):
-        features = self.trunk(x)
-        return self.label_head(features), self.style_head(features)
+        features = self.trunk(x)  # B, hidden[-1]
+        return self.label_head(features), self.style_head(features)  # (B, n_classes), (B, latent_dim)
 
 
 # -- losses ----------------------------------------------------------------------------------------------------
 def reconstruction_loss(logits, x):
-    """Binary cross-entropy per pixel between the decoder's logits and the images."""
+    """Binary cross-entropy between the decoder's logits and the images, averaged over the batch AND the 784 pixels.
+
+        L = -1/(B * 784) sum_i sum_p [x_ip log sigmoid(l_ip) + (1 - x_ip) log(1 - sigmoid(l_ip))]
+
+    The mean over pixels makes it 784 times smaller than the per-image log-likelihood -log p(x | z). Every loss in
+    this library is on that per-pixel scale; a term defined per image (a VAE's KL divergence, say) must be divided by
+    784 (IMAGE_PIXELS) to get the weight it has in the per-image objective.
+    """
     return F.binary_cross_entropy_with_logits(logits.float(), x)
 
 
@@ -112,27 +139,78 @@ def frozen(*modules):
             p.requires_grad_(True)
 
 
-def labeled_cross_entropy(encoder, trainer, n):
-    """The classification phase: cross-entropy on n images drawn from the small labeled subset (trainer.labeled)."""
-    images, labels = trainer.labeled
-    n = min(n, len(images))
-    pick = torch.randint(len(images), (n,), generator=trainer.generator, device=images.device)
-    with trainer.autocast():
-        classification = F.cross_entropy(encoder(trainer.noisy(images[pick]))[0].float(), labels[pick])
-    return {"classification": trainer.update("classification", classification)}
+def noisy(x, std: float, generator):
+    """x + N(0, std^2) noise on every pixel (drawn from the run's generator), or x itself when std is 0."""
+    if not std:
+        return x
+    return x + std * torch.randn(x.shape, generator=generator, device=x.device)
 
 
 def check_label_aware(prior: Prior, label_aware: bool) -> None:
     if label_aware and prior.n_classes not in (0, N_CLASSES):
-        raise ValueError(f"label_aware needs a prior with {N_CLASSES} regions (one per digit), not {prior}")
+        raise ConfigError("label_aware", f"label_aware needs a prior with {N_CLASSES} regions (one per digit), not "
+                                         f"{prior}")
 
 
-def check_balanced_subset(config) -> None:
-    if config.n_labels % N_CLASSES:
-        raise ValueError(f"n_labels must be a multiple of {N_CLASSES} (a class-balanced subset), got {config.n_labels}")
+# -- what every model declares and may offer -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Phase:
+    """One optimizer of a training step: the submodules it updates (attribute names) and the option (a TrainConfig
+    field) that sets its learning rate."""
+
+    modules: tuple[str, ...]
+    lr: str = "lr"
 
 
-# -- the models ------------------------------------------------------------------------------------------------
+class Model(nn.Module):
+    """What every model declares (class attributes and `phases`, `training_step`) and what it may offer.
+
+    Declares:
+      kind          its name in MODELS and on the command line
+      defaults      its recommended settings: TrainConfig fields -> values (also what --help shows)
+      measures      the numbers that describe it (names in evaluation.MEASURES)
+      label_classes > 0: its decoder takes one of this many labels (categories) besides z
+      phases()      phase name -> Phase: the submodules each optimizer updates, and its learning-rate option
+      training_step(x, y, trainer) -> {loss name: loss}: one batch, each phase one `trainer.update(phase, loss)`
+    Its options are the keyword-only parameters of its `__init__` that are TrainConfig fields, plus its phases'
+    learning rates (`uses`); `from_config` passes them.
+    May offer (the command line and evaluation look for them): encode(x) -> z, decode(z[, labels]) -> images,
+      reconstruct(x[, labels]), generate(n, labels, generator), classify(x) -> (n,) indices,
+      label_probabilities(x) -> (n, classes); and prepare(data, seed=...) to take what it needs from the data once.
+    """
+
+    kind: str
+    defaults: dict = {}
+    measures: tuple[str, ...] = ()
+    label_classes: int = 0
+
+    @classmethod
+    def phases(cls) -> dict[str, Phase]:
+        raise NotImplementedError(f"{cls.__name__} must say which submodules each training phase updates")
+
+    def training_step(self, x, y, trainer) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} must define its training step")
+
+    def prepare(self, data, *, seed: int) -> None:
+        """Take what the training step needs from the training data, once, before the first step (nothing here)."""
+
+    @classmethod
+    def keywords(cls) -> tuple[str, ...]:
+        """Its constructor's keyword-only parameters."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in parameters if p.kind == p.KEYWORD_ONLY)
+
+    @classmethod
+    def uses(cls) -> tuple[str, ...]:
+        """The names it reads from a TrainConfig: its constructor's keywords and its phases' learning rates."""
+        return tuple(dict.fromkeys([*cls.keywords(), *(phase.lr for phase in cls.phases().values())]))
+
+    @classmethod
+    def from_config(cls, config) -> "Model":
+        """The model a resolved TrainConfig describes: each constructor keyword that is a config field, from it."""
+        return cls(**{name: getattr(config, name) for name in cls.keywords() if hasattr(config, name)})
+
+
 class SamplesCodes:
     """`generate` for every model with a decoder and a code prior (mixed into the model classes below)."""
 
@@ -153,32 +231,23 @@ class SamplesCodes:
         return self.decode(z.to(device), labels.to(device)), labels
 
 
-class Autoencoder(SamplesCodes, nn.Module):
+# -- the models ------------------------------------------------------------------------------------------------
+class Autoencoder(SamplesCodes, Model):
     """Deterministic encoder and decoder trained on reconstruction alone."""
 
     kind = "ae"
-    options = ()  # options beyond those every model has (epochs, batch_size, latent_dim, hidden, lr, ...)
     defaults = dict(epochs=15, latent_dim=2, batch_size=500, lr=2e-3)
     measures = ("reconstruction", "prior_match")
-    label_classes = 0  # > 0: the decoder takes one of this many labels (categories) besides z
 
-    def __init__(self, latent_dim=2, hidden=(1000, 1000)):
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...]):
         super().__init__()
         self.latent_dim = latent_dim
-        self.encoder = mlp([IMAGE_PIXELS, *hidden, latent_dim])
-        self.decoder = Decoder(latent_dim, hidden, n_classes=self.label_classes)
+        self.encoder = Encoder(latent_dim=latent_dim, hidden=hidden)
+        self.decoder = Decoder(latent_dim=latent_dim, hidden=hidden, n_classes=self.label_classes)
 
     @classmethod
-    def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden)
-
-    @classmethod
-    def check_config(cls, config):
-        """Raise ValueError for option values that do not fit together (each option is checked alone elsewhere)."""
-
-    def phases(self, config) -> dict:
-        """Phase name -> (modules whose parameters its optimizer updates, learning rate)."""
-        return {"reconstruction": ([self.encoder, self.decoder], config.lr)}
+    def phases(cls) -> dict[str, Phase]:
+        return {"reconstruction": Phase(("encoder", "decoder"), lr="lr")}
 
     def training_step(self, x, y, trainer) -> dict:
         with trainer.autocast():
@@ -214,41 +283,35 @@ class AdversarialAutoencoder(Autoencoder):
     """
 
     kind = "aae"
-    options = ("prior", "prior_std", "label_aware", "adversarial_lr")
     # The cosine decay ends the adversarial game at rest instead of mid-swing (results page, "What it takes").
     defaults = dict(epochs=15, latent_dim=2, prior="gaussian", label_aware=False, lr_schedule="cosine", **_ADVERSARIAL)
     measures = ("reconstruction", "prior_match", "component_match")  # the last: label-aware mixtures only
 
-    def __init__(self, latent_dim=2, hidden=(1000, 1000), prior: Prior | None = None, label_aware=False):
-        super().__init__(latent_dim, hidden)
-        self.prior = prior if prior is not None else GaussianPrior(latent_dim)
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], prior: str | Prior = "gaussian",
+                 prior_std: float | None = None, label_aware: bool = False,
+                 discriminator_hidden: tuple[int, ...] | None = None):
+        super().__init__(latent_dim=latent_dim, hidden=hidden)
+        self.prior = make_prior(prior, latent_dim, prior_std) if isinstance(prior, str) else prior
         if self.prior.dim != latent_dim:
-            raise ValueError(f"prior is {self.prior.dim}-D but latent_dim is {latent_dim}")
+            raise ConfigError("latent_dim", f"prior is {self.prior.dim}-D but latent_dim is {latent_dim}")
         check_label_aware(self.prior, label_aware)
         self.label_aware = label_aware
-        self.discriminator = mlp([latent_dim + (N_CLASSES if label_aware else 0), *hidden, 1])
+        self.discriminator = Discriminator(in_features=latent_dim + (N_CLASSES if label_aware else 0),
+                                           hidden=discriminator_hidden or hidden)
 
     @classmethod
-    def from_config(cls, config):
-        prior = make_prior(config.prior, config.latent_dim, config.prior_std)
-        return cls(config.latent_dim, config.hidden, prior, label_aware=config.label_aware)
-
-    @classmethod
-    def check_config(cls, config):
-        check_label_aware(make_prior(config.prior, config.latent_dim, config.prior_std), config.label_aware)
-
-    def phases(self, config) -> dict:
-        return {"reconstruction": ([self.encoder, self.decoder], config.lr),
-                "discriminator": ([self.discriminator], config.adversarial_lr),
-                "generator": ([self.encoder], config.adversarial_lr)}
+    def phases(cls) -> dict[str, Phase]:
+        return {"reconstruction": Phase(("encoder", "decoder"), lr="lr"),
+                "discriminator": Phase(("discriminator",), lr="adversarial_lr"),
+                "generator": Phase(("encoder",), lr="adversarial_lr")}
 
     def code_prior(self) -> Prior:
         return self.prior
 
     def discriminate(self, z, labels=None):
         if self.label_aware:
-            z = torch.cat([z, F.one_hot(labels, N_CLASSES).to(z.dtype)], dim=1)
-        return self.discriminator(z)
+            z = torch.cat([z, F.one_hot(labels, N_CLASSES).to(z.dtype)], dim=1)  # B, latent_dim + 10
+        return self.discriminator(z)  # B, 1
 
     def decoder_labels(self, y):
         """What the decoder gets besides z during training: nothing here (the supervised AAE: the one-hot label)."""
@@ -297,49 +360,80 @@ class SupervisedAAE(AdversarialAutoencoder):
         return self.decode(self.encode(x), labels)
 
 
-class SemiSupervisedAAE(SamplesCodes, nn.Module):
+class LabeledSubset:
+    """For models that learn from a few labels: `prepare` picks the class-balanced labeled subset (self.labeled),
+    `labeled_cross_entropy` is the classification phase on a batch drawn from it."""
+
+    def prepare(self, data, *, seed: int) -> None:
+        try:
+            index = labeled_subset(data.train_labels, self.n_labels, seed=seed)
+        except ValueError as error:
+            raise ConfigError("n_labels", f"{error}: the {len(data.train_labels)} training images cannot supply "
+                                          f"n_labels={self.n_labels}; ask for fewer labels") from None
+        index = index.to(data.train_images.device)
+        self.labeled = (data.train_images[index], data.train_labels[index])  # (n_labels, 784), (n_labels,)
+
+    def labeled_cross_entropy(self, trainer, n):
+        """The classification phase: cross-entropy on n images drawn from the small labeled subset."""
+        images, labels = self.labeled
+        n = min(n, len(images))
+        pick = torch.randint(len(images), (n,), generator=trainer.generator, device=images.device)
+        with trainer.autocast():
+            logits = self.encoder(noisy(images[pick], self.input_noise, trainer.generator))[0]  # B, n_classes
+            classification = F.cross_entropy(logits.float(), labels[pick])
+        return {"classification": trainer.update("classification", classification)}
+
+
+def check_balanced_subset(n_labels: int) -> None:
+    if n_labels % N_CLASSES:
+        raise ConfigError("n_labels", f"n_labels must be a multiple of {N_CLASSES} (a class-balanced subset), got "
+                                      f"{n_labels}")
+
+
+class SemiSupervisedAAE(LabeledSubset, SamplesCodes, Model):
     """Label code y (softmax over n_classes, matched to a categorical prior) plus style code z (matched to a
     Gaussian); the decoder reconstructs from [y, z]. A labeled batch in every step teaches y the digits."""
 
     kind = "semi"
     # The categorical discriminator needs a stronger generator phase than the 2-D AAEs: adversarial_lr 1e-3.
-    options = ("n_labels", "input_noise", "balance", "prior_std", "adversarial_lr", "batch_norm")
     defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, balance=0.0, batch_norm=False,
                     **_ADVERSARIAL | {"adversarial_lr": 1e-3})
     measures = ("reconstruction", "classification", "generated_digits")
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, prior_std=None, batch_norm=False):
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], n_labels: int, input_noise: float,
+                 balance: float, batch_norm: bool, prior_std: float | None = None,
+                 discriminator_hidden: tuple[int, ...] | None = None, n_classes: int = N_CLASSES):
         super().__init__()
-        self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes, batch_norm)
-        self.decoder = Decoder(latent_dim, hidden, n_classes=n_classes)
+        if n_labels is not None:  # None: a model of categories without labels (ClusteringAAE)
+            check_balanced_subset(n_labels)
+        self.latent_dim, self.n_classes, self.n_labels = latent_dim, n_classes, n_labels
+        self.input_noise, self.balance = input_noise, balance
+        self.encoder = SemiSupervisedEncoder(latent_dim=latent_dim, hidden=hidden, n_classes=n_classes,
+                                             batch_norm=batch_norm)
+        self.decoder = Decoder(latent_dim=latent_dim, hidden=hidden, n_classes=n_classes)
         self.prior = make_prior("gaussian", latent_dim, prior_std)
         self.label_prior = CategoricalPrior(n_classes)
-        self.style_discriminator = mlp([latent_dim, *hidden, 1])
-        self.label_discriminator = mlp([n_classes, *hidden, 1])
+        self.style_discriminator = Discriminator(in_features=latent_dim, hidden=discriminator_hidden or hidden)
+        self.label_discriminator = Discriminator(in_features=n_classes, hidden=discriminator_hidden or hidden)
 
     @property
     def label_classes(self):
         return self.n_classes
 
     @classmethod
-    def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden, N_CLASSES, config.prior_std, config.batch_norm)
+    def phases(cls) -> dict[str, Phase]:
+        return {"reconstruction": Phase(("encoder", "decoder"), lr="lr"),
+                "discriminator": Phase(("style_discriminator", "label_discriminator"), lr="adversarial_lr"),
+                "generator": Phase(("encoder",), lr="adversarial_lr"),
+                "classification": Phase(("encoder",), lr="lr")}
 
-    @classmethod
-    def check_config(cls, config):
-        check_balanced_subset(config)
-
-    def phases(self, config) -> dict:
-        return {"reconstruction": ([self.encoder, self.decoder], config.lr),
-                "discriminator": ([self.style_discriminator, self.label_discriminator], config.adversarial_lr),
-                "generator": ([self.encoder], config.adversarial_lr),
-                "classification": ([self.encoder], config.lr)}
+    def noisy(self, x, generator):
+        return noisy(x, self.input_noise, generator)
 
     def adversarial_phases(self, x, trainer) -> dict:
         # 1. Reconstruction through [softmax(y), z].
         with trainer.autocast():
-            logits, z = self.encoder(trainer.noisy(x))
+            logits, z = self.encoder(self.noisy(x, trainer.generator))  # (B, n_classes), (B, latent_dim)
             reconstruction = reconstruction_loss(self.decoder(z, logits.softmax(1)), x)
         trainer.update("reconstruction", reconstruction)
 
@@ -348,7 +442,7 @@ class SemiSupervisedAAE(SamplesCodes, nn.Module):
         real_z = trainer.sample_prior(self.prior, len(x))
         with trainer.autocast():
             with torch.no_grad():
-                logits, z = self.encoder(trainer.noisy(x))
+                logits, z = self.encoder(self.noisy(x, trainer.generator))
             discriminator = (bce(self.label_discriminator(real_y), 1.0)
                              + bce(self.label_discriminator(logits.softmax(1)), 0.0)
                              + bce(self.style_discriminator(real_z), 1.0) + bce(self.style_discriminator(z), 0.0))
@@ -356,19 +450,18 @@ class SemiSupervisedAAE(SamplesCodes, nn.Module):
 
         # 3. Generator: the encoder fools both (plus, with weight `balance`, the batch balance term).
         with trainer.autocast(), frozen(self.label_discriminator, self.style_discriminator):
-            logits, z = self.encoder(trainer.noisy(x))
+            logits, z = self.encoder(self.noisy(x, trainer.generator))
             probabilities = logits.softmax(1)
             generator = bce(self.label_discriminator(probabilities), 1.0) + bce(self.style_discriminator(z), 1.0)
             imbalance = balance_penalty(probabilities)
-        balance = trainer.config.balance
-        trainer.update("generator", generator + balance * imbalance if balance else generator)
+        trainer.update("generator", generator + self.balance * imbalance if self.balance else generator)
         return {"reconstruction": reconstruction, "discriminator": discriminator, "generator": generator,
                 "imbalance": imbalance}
 
     def training_step(self, x, y, trainer) -> dict:
         losses = self.adversarial_phases(x, trainer)
         # 4. Semi-supervised: cross-entropy on a batch of the labeled subset (the labels y of x are not used).
-        losses.update(labeled_cross_entropy(self.encoder, trainer, len(x)))
+        losses.update(self.labeled_cross_entropy(trainer, len(x)))
         return losses
 
     # -- what it can do -----------------------------------------------------------------------------------------
@@ -404,60 +497,59 @@ class ClusteringAAE(SemiSupervisedAAE):
     balance term (not in the paper; see chapter 4). `classify` returns a cluster, not a digit."""
 
     kind = "cluster"
-    options = ("n_clusters", "input_noise", "balance", "prior_std", "adversarial_lr", "batch_norm")
     # Without the balance term the clustering collapses onto a few categories (results page, "what was tried").
     defaults = dict(epochs=20, latent_dim=5, n_clusters=16, input_noise=0.3, balance=10.0, batch_norm=False,
                     **_ADVERSARIAL | {"adversarial_lr": 1e-3})
     measures = ("reconstruction", "clustering")
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden, config.n_clusters, config.prior_std, config.batch_norm)
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], n_clusters: int, input_noise: float,
+                 balance: float, batch_norm: bool, prior_std: float | None = None,
+                 discriminator_hidden: tuple[int, ...] | None = None):
+        super().__init__(latent_dim=latent_dim, hidden=hidden, n_labels=None, input_noise=input_noise,
+                         balance=balance, batch_norm=batch_norm, prior_std=prior_std,
+                         discriminator_hidden=discriminator_hidden, n_classes=n_clusters)
 
     @classmethod
-    def check_config(cls, config):
-        """No labeled subset to check."""
-
-    def phases(self, config) -> dict:
-        phases = super().phases(config)
-        del phases["classification"]
+    def phases(cls) -> dict[str, Phase]:
+        phases = super().phases()
+        del phases["classification"]  # no labels
         return phases
+
+    def prepare(self, data, *, seed: int) -> None:
+        """No labeled subset."""
 
     def training_step(self, x, y, trainer) -> dict:
         return self.adversarial_phases(x, trainer)
 
 
-class SupervisedClassifier(nn.Module):
+class SupervisedClassifier(LabeledSubset, Model):
     """The semi-supervised model's encoder trained on the labeled images alone: the baseline to beat."""
 
     kind = "supervised"
-    options = ("n_labels", "input_noise", "batch_norm")
     defaults = dict(epochs=20, latent_dim=10, n_labels=100, input_noise=0.3, batch_norm=False, batch_size=500,
                     lr=2e-3)
     measures = ("classification",)
 
-    def __init__(self, latent_dim=10, hidden=(1000, 1000), n_classes=N_CLASSES, batch_norm=False):
+    def __init__(self, *, latent_dim: int, hidden: tuple[int, ...], n_labels: int, input_noise: float,
+                 batch_norm: bool, n_classes: int = N_CLASSES):
         super().__init__()
-        self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.encoder = SemiSupervisedEncoder(latent_dim, hidden, n_classes, batch_norm)
+        check_balanced_subset(n_labels)
+        self.latent_dim, self.n_classes, self.n_labels, self.input_noise = latent_dim, n_classes, n_labels, input_noise
+        self.encoder = SemiSupervisedEncoder(latent_dim=latent_dim, hidden=hidden, n_classes=n_classes,
+                                             batch_norm=batch_norm)
 
     @classmethod
-    def from_config(cls, config):
-        return cls(config.latent_dim, config.hidden, batch_norm=config.batch_norm)
-
-    @classmethod
-    def check_config(cls, config):
-        check_balanced_subset(config)
-
-    def phases(self, config) -> dict:
-        return {"classification": ([self.encoder], config.lr)}
+    def phases(cls) -> dict[str, Phase]:
+        return {"classification": Phase(("encoder",), lr="lr")}
 
     def training_step(self, x, y, trainer) -> dict:
-        return labeled_cross_entropy(self.encoder, trainer, len(x))  # the unlabeled batch itself is not used
+        return self.labeled_cross_entropy(trainer, len(x))  # the unlabeled batch itself is not used
 
     def classify(self, x):
         return self.encoder(check_images(x))[0].argmax(dim=1)
 
 
-MODELS = {cls.kind: cls for cls in (Autoencoder, AdversarialAutoencoder, SupervisedAAE, SemiSupervisedAAE,
-                                    ClusteringAAE, SupervisedClassifier)}
+# Every model class of this file that names its `kind`, in the order they are defined (keep this last: a class
+# defined below it would not be registered). A new model is one class above this line, and nothing else.
+MODELS = {cls.kind: cls for cls in list(vars().values())
+          if isinstance(cls, type) and issubclass(cls, Model) and "kind" in vars(cls)}

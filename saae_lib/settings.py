@@ -7,26 +7,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Smoke mode shrinks data and epochs so every chapter runs in a couple of minutes on a laptop CPU.
-# It exists for tests only: everything produced in it says so (see `smoke_note`).
-FAST = os.environ.get("SAAE_FAST", "0").strip().lower() in {"1", "true", "yes", "on"}
+ON, OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
-# Progress bars (tqdm) while training; `make notebooks` turns them off so stored outputs stay clean.
-PROGRESS = os.environ.get("SAAE_PROGRESS", "1").strip().lower() not in {"0", "false", "no", "off"}
+class SettingError(ValueError):
+    """An environment variable of the library's with a value it cannot read; the message says what to set."""
+
+
+def switch(variable: str, default: bool) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case); unset or empty: `default`.
+    Anything else is refused, never read as either (SAAE_FAST=ture must not start a full run)."""
+    raw = os.environ.get(variable)
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value in ON:
+        return True
+    if value in OFF:
+        return False
+    raise SettingError(f"{variable}={raw!r} is neither on nor off: set it to 1 or 0 (or unset it)")
+
+
+def smoke_mode() -> bool:
+    """Smoke mode (SAAE_FAST=1) shrinks data and epochs so every chapter runs in a couple of minutes on a laptop CPU.
+
+    It exists for tests only: everything produced in it says so (see `smoke_note`). A run asks once, when it is
+    made (the Trainer keeps the answer as `trainer.smoke`), and reads it from there."""
+    return switch("SAAE_FAST", default=False)
 
 
 def show_progress(progress: bool | None = None) -> bool:
-    """An explicit choice wins; None means PROGRESS (SAAE_PROGRESS=0: no bars in stored notebook outputs)."""
-    return PROGRESS if progress is None else progress
+    """An explicit choice wins; None means SAAE_PROGRESS (default on; `make notebooks` sets SAAE_PROGRESS=0 so that
+    stored outputs have no progress bars)."""
+    return switch("SAAE_PROGRESS", default=True) if progress is None else progress
 
 
 SMOKE_NOTE = "SMOKE RUN (SAAE_FAST=1): tiny data, few epochs - not real results"
 
 
-def smoke_note() -> str:
-    """A warning stamped on every output of a smoke run; empty in a real run."""
-    return SMOKE_NOTE if FAST else ""
+def smoke_note(smoke: bool | None = None) -> str:
+    """A warning stamped on every output of a smoke run (default: of smoke mode now); empty in a real run."""
+    return SMOKE_NOTE if (smoke_mode() if smoke is None else smoke) else ""
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -61,3 +82,11 @@ def seed_everything(seed: int) -> torch.Generator:
 def cache_dir() -> Path:
     """Where downloaded data and the judge classifier live: $SAAE_CACHE_DIR or ~/.cache/saae_lib."""
     return Path(os.environ.get("SAAE_CACHE_DIR", Path.home() / ".cache" / "saae_lib")).expanduser()
+
+
+class ConfigError(ValueError):
+    """An option that the run cannot use: `option` names it (a TrainConfig field; None for a combination)."""
+
+    def __init__(self, option: str | None, message: str):
+        super().__init__(message)
+        self.option = option

@@ -12,15 +12,19 @@ history and validates after every epoch. A step runs the model's phases in order
 
 import math
 import time
+import types
+import typing
 import warnings
 from collections import defaultdict
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
 from . import metrics, settings
-from .data import MNIST, TRAIN_IMAGES, batches, labeled_subset, load_mnist
-from .models import MODELS
+from .data import MNIST, TRAIN_IMAGES, batches, check_training_data, load_mnist
+from .models import MODELS, Model
+from .priors import PRIORS
+from .settings import ConfigError
 
 with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to text bars: fine, no need to warn
     warnings.simplefilter("ignore")
@@ -34,74 +38,14 @@ LR_SCHEDULES = ("constant", "cosine")
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
-class ConfigError(ValueError):
-    """An option that the run cannot use: `option` names it (a TrainConfig field; None for a combination)."""
+# -- options: each declared once, as a TrainConfig field -------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """What values an option accepts (a predicate) and how to say it in an error ("a positive integer")."""
 
-    def __init__(self, option: str | None, message: str):
-        super().__init__(message)
-        self.option = option
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; None means "the model's default" (see DEFAULTS).
-
-    The options of the first block apply to every model; each of the second block applies only to the models whose
-    class lists it in `options` (setting it for another model is an error, never silently ignored).
-    """
-
-    model: str = "aae"
-    epochs: int | None = None
-    batch_size: int | None = None
-    latent_dim: int | None = None
-    hidden: tuple[int, ...] = (1000, 1000)
-    lr: float | None = None  # reconstruction phase (and cross-entropy phase)
-    lr_schedule: str | None = None  # "constant"; "cosine": every phase's rate decays to ~0 over the epochs (lr_factor)
-    precision: str = "auto"  # "auto" (bf16 on CPUs that have it and with a CUDA graph, else fp32), "bf16", "fp32"
-    cuda_graph: str = "auto"  # replay the training step as a CUDA graph: "auto" (on CUDA devices), "on" or "off"
-    seed: int = 0
-    device: str = "auto"
-    validation_size: int = 5000  # training images held out for validation (load_mnist's split)
-
-    prior: str | None = None  # aae/saae: "gaussian", "mixture" or "swiss_roll"
-    prior_std: float | None = None  # Gaussian priors' standard deviation (default 1)
-    label_aware: bool | None = None  # aae/saae: the discriminator sees the label, matching q(z|y) to p(z|y)
-    n_labels: int | None = None  # semi/supervised: size of the class-balanced labeled subset
-    n_clusters: int | None = None  # cluster: number of categories
-    input_noise: float | None = None  # semi/cluster/supervised: std of Gaussian noise added to encoder inputs
-    balance: float | None = None  # semi/cluster: weight of the batch balance term (models.balance_penalty)
-    adversarial_lr: float | None = None  # discriminator and generator phases
-    batch_norm: bool | None = None  # semi/cluster/supervised: batch norm in the encoder's hidden layers
-
-    def resolved(self) -> "TrainConfig":
-        """Refuse unknown models, options the model does not use and out-of-range values; fill in the model's
-        defaults. Smoke mode caps the default number of epochs."""
-        if self.model not in MODELS:
-            raise ConfigError("model", f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
-        model = MODELS[self.model]
-        for option in MODEL_OPTIONS:
-            if getattr(self, option) is not None and option not in model.options:
-                users = [kind for kind, cls in MODELS.items() if option in cls.options]
-                raise ConfigError(option, f"{option} is not used by the {self.model} model "
-                                          f"(it is used by {', '.join(users)})")
-        defaults = {**GENERIC_DEFAULTS, **model.defaults}
-        filled = {key: value for key, value in defaults.items() if getattr(self, key) is None}
-        if "epochs" in filled and settings.FAST:
-            filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
-        config = replace(self, **filled, hidden=tuple(self.hidden) if _is_sequence(self.hidden) else self.hidden)
-        for option, check in CHECKS.items():
-            value = getattr(config, option)
-            if value is not None and not check.accepts(value):
-                raise ConfigError(option, f"{option} must be {check.description}, got {value!r}")
-        try:
-            model.check_config(config)
-        except ValueError as error:
-            raise ConfigError(getattr(error, "option", None), str(error)) from None
-        return config
-
-
-def _is_sequence(value) -> bool:
-    return isinstance(value, (list, tuple))
+    accepts: typing.Callable
+    description: str
+    choices: tuple | None = None  # a fixed set of values (argparse shows them)
 
 
 def _is_int(value) -> bool:
@@ -112,36 +56,154 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def one_of(values: tuple) -> Check:
+    return Check(lambda v: v in values, f"one of {', '.join(values)}", choices=values)
+
+
+def widths(value) -> bool:
+    return isinstance(value, tuple) and len(value) >= 1 and all(_is_int(n) and n >= 1 for n in value)
+
+
+POSITIVE_INT = Check(lambda v: _is_int(v) and v >= 1, "a positive integer")
+POSITIVE = Check(lambda v: _is_number(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+WIDTHS = Check(widths, "one or more positive layer widths")
+SWITCH = Check(lambda v: isinstance(v, bool), "True or False")
+
+
+def option(help: str, check: Check, *, default=None, flag: str | None = None, cli: bool = True):
+    """Declare a TrainConfig option: its help text, its check, and its command-line flag (default: --the-name).
+
+    Which models use it is not declared here: a model uses an option when its constructor takes it as a keyword or
+    one of its phases takes its learning rate from it (models.Model.uses); other models refuse it."""
+    return field(default=default, metadata=dict(help=help, check=check, flag=flag, cli=cli))
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; None means "the model's default" (see DEFAULTS).
+
+    An option that some models use and others do not (prior, n_labels, ...) is refused by the models that do not,
+    never silently ignored; the rest (epochs, seed, ...) apply to every model.
+    """
+
+    model: str = option("the model (a name in MODELS)", Check(lambda v: v in MODELS, "a model name"), default="aae",
+                        cli=False)
+    epochs: int | None = option("epochs in total (default: the model's)", POSITIVE_INT)
+    batch_size: int | None = option("images per training step (default: the model's)", POSITIVE_INT)
+    latent_dim: int | None = option("size of the code z", POSITIVE_INT)
+    hidden: tuple[int, ...] = option("widths of the hidden layers (default: 1000 1000)", WIDTHS,
+                                     default=(1000, 1000))
+    lr: float | None = option("learning rate of the reconstruction and classification phases", POSITIVE)
+    lr_schedule: str | None = option("constant, or cosine: every learning rate decays to ~0 over the run's epochs "
+                                     "(default: the model's)", one_of(LR_SCHEDULES))
+    precision: str = option("auto (default): bf16 where the hardware has it natively (CPUs with bf16 units; GPUs of "
+                            "compute capability 8.0+ with the CUDA graph), else fp32", one_of(PRECISIONS),
+                            default="auto")
+    cuda_graph: str = option("replay each training step as a CUDA graph: auto (default: on CUDA devices), on or off",
+                             one_of(CUDA_GRAPH_MODES), default="auto")
+    seed: int = option("random seed (default 0)", Check(lambda v: _is_int(v) and 0 <= v < 2**63,
+                                                         "an integer in [0, 2**63)"), default=0)
+    device: str = option("auto (default), cpu, cuda or mps",
+                         Check(lambda v: isinstance(v, str) and bool(v), "a device name ('auto', 'cpu', 'cuda', "
+                                                                         "'mps')"), default="auto", cli=False)
+    validation_size: int = option("training images held out for validation (default 5000)",
+                                  Check(lambda v: _is_int(v) and 0 <= v < TRAIN_IMAGES,
+                                        f"an integer in [0, {TRAIN_IMAGES})"), default=5000)
+
+    prior: str | None = option("prior on z (default gaussian)", one_of(tuple(PRIORS)))
+    prior_std: float | None = option("standard deviation of a Gaussian prior (default 1)", POSITIVE)
+    label_aware: bool | None = option("the discriminator also sees the label, D(z, y)", SWITCH)
+    n_labels: int | None = option("labeled training images (a multiple of 10)",
+                                  Check(lambda v: _is_int(v) and 10 <= v <= TRAIN_IMAGES,
+                                        f"an integer in [10, {TRAIN_IMAGES}]"), flag="--labels")
+    n_clusters: int | None = option("number of clusters", Check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+                                    flag="--clusters")
+    input_noise: float | None = option("std of Gaussian noise on the encoder's inputs", NON_NEGATIVE)
+    balance: float | None = option("weight of the batch balance term", NON_NEGATIVE)
+    adversarial_lr: float | None = option("learning rate of the adversarial phases", POSITIVE)
+    batch_norm: bool | None = option("batch norm in the encoder's hidden layers (default: the model's)", SWITCH)
+    discriminator_hidden: tuple[int, ...] | None = option(
+        "widths of the discriminators' hidden layers (default: those of --hidden)", WIDTHS)
+
+    def resolved(self, smoke: bool | None = None) -> "TrainConfig":
+        """Refuse unknown models, options the model does not use and out-of-range values; fill in the model's
+        defaults. In smoke mode (default: settings.smoke_mode()) the default number of epochs is capped."""
+        if self.model not in MODELS:
+            raise ConfigError("model", f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        model = MODELS[self.model]
+        for name in MODEL_OPTIONS:
+            if getattr(self, name) is not None and name not in model.uses():
+                raise ConfigError(name, f"{name} is not used by the {self.model} model "
+                                        f"(it is used by {', '.join(users_of(name))})")
+        defaults = {**GENERIC_DEFAULTS, **model.defaults}
+        filled = {key: value for key, value in defaults.items() if getattr(self, key) is None}
+        if "epochs" in filled and (settings.smoke_mode() if smoke is None else smoke):
+            filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
+        config = replace(self, **filled)
+        for name, declared in OPTIONS.items():
+            value = getattr(config, name)
+            if isinstance(value, list) and declared.value_type is tuple:  # --hidden 64 64 arrives as a list
+                value = tuple(value)
+                setattr(config, name, value)
+            if value is not None and not declared.check.accepts(value):
+                raise ConfigError(name, f"{name} must be {declared.check.description}, got {value!r}")
+        check_combination(config)
+        return config
+
+
 @dataclass(frozen=True)
-class Check:
-    accepts: object
-    description: str
+class Option:
+    """One TrainConfig field as declared (see `option`): what the config, its checks and the CLI flags come from."""
+
+    name: str
+    type: object
+    help: str
+    check: Check
+    flag: str | None
+    cli: bool
+
+    @property
+    def value_type(self):
+        """int, float, str, bool or tuple: the declared type without its None."""
+        return value_type(self.type)
 
 
-CHECKS = {
-    "epochs": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "batch_size": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "latent_dim": Check(lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    "hidden": Check(lambda v: _is_sequence(v) and len(v) >= 1 and all(_is_int(n) and n >= 1 for n in v),
-                    "one or more positive layer widths"),
-    "lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    "precision": Check(lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    "lr_schedule": Check(lambda v: v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
-    "cuda_graph": Check(lambda v: v in CUDA_GRAPH_MODES, f"one of {', '.join(CUDA_GRAPH_MODES)}"),
-    "seed": Check(lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in [0, 2**63)"),
-    "device": Check(lambda v: isinstance(v, str) and bool(v), "a device name ('auto', 'cpu', 'cuda', 'mps')"),
-    "validation_size": Check(lambda v: _is_int(v) and 0 <= v < TRAIN_IMAGES, f"an integer in [0, {TRAIN_IMAGES})"),
-    "prior_std": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    "label_aware": Check(lambda v: isinstance(v, bool), "True or False"),
-    "n_labels": Check(lambda v: _is_int(v) and 10 <= v <= TRAIN_IMAGES, f"an integer in [10, {TRAIN_IMAGES}]"),
-    "n_clusters": Check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    "input_noise": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
-    "balance": Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
-    "adversarial_lr": Check(lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    "batch_norm": Check(lambda v: isinstance(v, bool), "True or False"),
-}
-MODEL_OPTIONS = tuple(dict.fromkeys(option for model in MODELS.values() for option in model.options))
-CONFIG_FIELDS = tuple(field.name for field in fields(TrainConfig))
+def value_type(declared):
+    if typing.get_origin(declared) in (typing.Union, types.UnionType):  # `int | None`
+        declared = next(a for a in typing.get_args(declared) if a is not type(None))
+    return typing.get_origin(declared) or declared  # tuple[int, ...] -> tuple
+
+
+OPTIONS = {f.name: Option(name=f.name, type=f.type, **f.metadata) for f in fields(TrainConfig)}
+CONFIG_FIELDS = tuple(OPTIONS)
+# Options some models use and others refuse: read off the models (their constructors' keywords and phases).
+_USED = {kind: set(model.uses()) for kind, model in MODELS.items()}
+MODEL_OPTIONS = tuple(name for name in CONFIG_FIELDS
+                      if any(name in used for used in _USED.values()) and not all(name in u for u in _USED.values()))
+
+
+def model_options(model: type[Model]) -> tuple[str, ...]:
+    """The options a model uses beyond those every model has (what --help lists for it)."""
+    return tuple(name for name in MODEL_OPTIONS if name in model.uses())
+
+
+def users_of(option_name: str) -> list[str]:
+    return [kind for kind, model in MODELS.items() if option_name in model.uses()]
+
+
+def check_combination(config: TrainConfig) -> None:
+    """Options that do not fit together (each alone was checked): the model's constructor says, built on the meta
+    device (no memory, no random numbers drawn), and batch norm needs batches of two or more."""
+    if config.batch_norm and config.batch_size < 2:
+        raise ConfigError("batch_size", "batch_norm needs batches of at least 2 images: raise batch_size")
+    try:
+        with torch.device("meta"):
+            MODELS[config.model].from_config(config)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(None, str(error)) from None
 
 
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -155,12 +217,59 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (min(epoch, epochs) - 1) / epochs))
 
 
-def bf16_supported(device: torch.device) -> bool:
+# -- where and how a run computes ------------------------------------------------------------------------------
+def bf16_native(device: torch.device) -> bool:
+    """bf16 in hardware: CUDA compute capability 8.0+ (Ampere on; a T4 is 7.5 and only emulates it, slowly), or a
+    CPU whose oneDNN reports bf16 units (AVX512-BF16 / AMX)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     return False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run computes and how: its device, bf16 autocast or fp32, and whether steps replay a CUDA graph."""
+
+    device: torch.device
+    bf16: bool
+    cuda_graph: bool
+
+
+def placement(config: TrainConfig, device: torch.device | None = None) -> Placement:
+    """The device, precision and CUDA-graph policy of a resolved config (`device`: the one to use, if known)."""
+    device = device if device is not None else settings.pick_device(config.device)
+    if config.precision == "bf16" and not bf16_native(device):
+        raise ConfigError("precision", f"bf16 is not supported natively on {device}: use precision='fp32'")
+    if config.cuda_graph == "on" and device.type != "cuda":
+        raise ConfigError("cuda_graph", f"a CUDA graph needs a CUDA device, not {device}: use cuda_graph='auto' or "
+                                        "'off'")
+    graph = config.cuda_graph == "on" or (config.cuda_graph == "auto" and device.type == "cuda")
+    # "auto" uses bf16 on CPUs with bf16 units, where these matmul-bound MLPs run about 3x faster, and on a GPU
+    # that replays the step as a CUDA graph (AAE epoch on an H200: 0.13 s vs 0.21 s in fp32). A GPU that launches
+    # kernel by kernel is bound by the launches, and autocast's extra casts made it slower.
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_native(device)
+                                          and (device.type == "cpu" or graph))
+    return Placement(device, bf16, graph)
+
+
+def build_model(config: TrainConfig, device: torch.device) -> Model:
+    """The model of a resolved config, initialised from the run's seed (the caller's random stream is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return MODELS[config.model].from_config(config).to(device)
+
+
+def training_data(config: TrainConfig, data: MNIST | None, device: torch.device, smoke: bool) -> MNIST:
+    """The run's data on its device: `data` if given (checked against the config), else MNIST from disk."""
+    if data is None:
+        data = load_mnist(device=device, validation_size=config.validation_size, smoke=smoke)
+    elif data.validation_size is not None and data.validation_size != config.validation_size:
+        raise ConfigError("validation_size", f"the data holds out {data.validation_size} validation images, the "
+                                             f"config asks for validation_size={config.validation_size}")
+    check_training_data(data)
+    return data.to(device)
 
 
 class Trainer:
@@ -171,46 +280,32 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: MNIST | None = None, state: dict | None = None):
-        self.config = config.resolved()
-        self.device = settings.pick_device(self.config.device)
-        if self.config.precision == "bf16" and not bf16_supported(self.device):
-            raise ConfigError("precision", f"bf16 is not supported on {self.device}: use precision='fp32'")
-        if self.config.cuda_graph == "on" and self.device.type != "cuda":
-            raise ConfigError("cuda_graph", f"a CUDA graph needs a CUDA device, not {self.device}: use "
-                                            "cuda_graph='auto' or 'off'")
-        self.use_cuda_graph = self.config.cuda_graph == "on" or (
-            self.config.cuda_graph == "auto" and self.device.type == "cuda")
-        # "auto" uses bf16 on CPUs with bf16 units, where these matmul-bound MLPs run about 3x faster, and on a GPU
-        # that replays the step as a CUDA graph (AAE epoch on an H200: 0.13 s vs 0.21 s in fp32). A GPU that
-        # launches kernel by kernel is bound by the launches, and autocast's extra casts made it slower.
-        self.use_bf16 = self.config.precision == "bf16" or (
-            self.config.precision == "auto" and bf16_supported(self.device)
-            and (self.device.type == "cpu" or self.use_cuda_graph))
-        self.graphed_step = None  # made at the first fit, after any checkpoint is loaded
-        with torch.random.fork_rng(devices=[]):  # initialise from the run's seed, leave the caller's stream alone
-            torch.manual_seed(self.config.seed)
-            self.model = MODELS[self.config.model].from_config(self.config).to(self.device)
-        phases = self.model.phases(self.config)
-        self.optimizers = {name: self.adam(modules, lr) for name, (modules, lr) in phases.items()}
-        self.base_lrs = {name: lr for name, (_, lr) in phases.items()}
+        smoke = settings.smoke_mode()  # asked once per run; everything below reads it from here
+        self.config = config.resolved(smoke=smoke)
+        self.placement = placement(self.config)
+        self.device = self.placement.device
+        self.model = build_model(self.config, self.device)
+        phases = self.model.phases()
+        self.base_lrs = {name: getattr(self.config, phase.lr) for name, phase in phases.items()}
+        self.optimizers = {name: self.adam([getattr(self.model, part) for part in phase.modules], self.base_lrs[name])
+                           for name, phase in phases.items()}
         self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        self.graphed_step = None  # made at the first fit, after any checkpoint is loaded
         self.history: list[dict] = []
-        self.smoke = False  # trained (partly) in smoke mode: its numbers are not real results
+        self.smoke = smoke  # trained (partly) in smoke mode, or on its data: its numbers are not real results
         if state is not None:
             self.load_state_dict(state)
-        # Smoke mode sets the data and the default epochs, both fixed here, not the loop.
-        self.smoke = self.smoke or settings.FAST
-        if data is None:
-            data = load_mnist(device=self.device, validation_size=self.config.validation_size)
-        elif data.validation_size is not None and data.validation_size != self.config.validation_size:
-            raise ConfigError("validation_size", f"the data holds out {data.validation_size} validation images, the "
-                                                 f"config asks for validation_size={self.config.validation_size}")
-        self.data = data.to(self.device)
-        self.labeled = None
-        if self.config.n_labels is not None:
-            index = labeled_subset(self.data.train_labels, self.config.n_labels, seed=self.config.seed)
-            index = index.to(self.device)
-            self.labeled = (self.data.train_images[index], self.data.train_labels[index])
+            self.smoke = self.smoke or smoke
+        self.data = training_data(self.config, data, self.device, smoke)
+        self.model.prepare(self.data, seed=self.config.seed)
+
+    @property
+    def use_bf16(self) -> bool:
+        return self.placement.bf16
+
+    @property
+    def use_cuda_graph(self) -> bool:
+        return self.placement.cuda_graph
 
     def adam(self, modules, lr) -> torch.optim.Optimizer:
         params = [p for module in modules for p in module.parameters()]
@@ -238,6 +333,8 @@ class Trainer:
             sums, n_batches = defaultdict(float), 0
             for x, y in batches(self.data.train_images, self.data.train_labels, batch_size=self.config.batch_size,
                                 generator=self.generator):
+                if len(x) < 2 and self.config.batch_norm:
+                    continue  # a last batch of one image has no batch statistics: it waits for the next epoch
                 for name, loss in step(x, y).items():
                     sums[name] = sums[name] + loss.detach()  # stays a tensor: no device sync per batch
                 n_batches += 1
@@ -297,12 +394,6 @@ class Trainer:
     def sample_prior(self, prior, n, labels=None):
         return prior.sample(n, labels=labels, generator=self.generator, device=self.device)
 
-    def noisy(self, x):
-        if not self.config.input_noise:
-            return x
-        noise = torch.randn(x.shape, generator=self.generator, device=x.device)
-        return x + self.config.input_noise * noise
-
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
@@ -312,7 +403,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "generator_device": self.device.type,
             "history": self.history,
-            "smoke": self.smoke or settings.FAST,
+            "smoke": self.smoke,
         }
 
     def load_state_dict(self, state: dict) -> None:

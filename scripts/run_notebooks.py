@@ -24,7 +24,7 @@ from saae_lib import settings  # noqa: E402
 
 
 def main(paths):
-    if settings.FAST:
+    if settings.smoke_mode():
         sys.exit("make notebooks stores the book's outputs: unset SAAE_FAST (smoke mode is for tests only)")
     paths = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("0*.ipynb"))
     os.environ["SAAE_PROGRESS"] = "0"  # the kernel inherits it: no progress-bar fragments in stored outputs

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from saae_lib import data as sdata
-from saae_lib import settings
 
 # A tiny slice of the real MNIST for training tests: enough to see a loss fall, small enough for a 2-core CPU.
 TINY_SIZES = {"train": 600, "validation": 200, "test": 200}
@@ -67,14 +66,14 @@ def isolated(monkeypatch, session_dirs):
 
 @pytest.fixture
 def fast(monkeypatch):
-    """Smoke mode on (modules read settings.FAST at call time)."""
-    monkeypatch.setattr(settings, "FAST", True)
+    """Smoke mode on (SAAE_FAST=1: a run reads it once, when it is made)."""
+    monkeypatch.setenv("SAAE_FAST", "1")
 
 
 @pytest.fixture
 def full(monkeypatch):
     """Smoke mode off, whatever SAAE_FAST says."""
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +83,8 @@ def tiny_mnist(mnist_root):
     Shared by the whole session: tests must not modify its tensors in place.
     """
     with pytest.MonkeyPatch.context() as patcher:
-        patcher.setattr(settings, "FAST", True)
-        full_smoke = sdata.load_mnist(root=mnist_root, device="cpu", download=False)
+        patcher.setenv("SAAE_FAST", "1")
+        full_smoke = sdata.load_mnist(root=mnist_root, device="cpu", download=False, smoke=True)
     n_train, n_val, n_test = TINY_SIZES["train"], TINY_SIZES["validation"], TINY_SIZES["test"]
     return sdata.MNIST(
         train_images=full_smoke.train_images[:n_train].clone(),

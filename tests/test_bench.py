@@ -61,7 +61,7 @@ def test_write_markdown_skips_chapter_time_files(tmp_path):
 
 
 def test_benchmark_refuses_smoke_mode(monkeypatch, capsys):
-    monkeypatch.setattr(bench.settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--only", "speed"])
     assert exit_info.value.code == 2

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from saae_lib import checkpoints, settings, training
+from saae_lib import checkpoints, training
 from saae_lib.checkpoints import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, train_or_load
 from saae_lib.metrics import predict
 from saae_lib.training import TrainConfig, Trainer, train
@@ -128,9 +128,9 @@ def test_runs_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("SAAE_RUNS_DIR", str(tmp_path))
     assert checkpoints.runs_dir() == tmp_path
     monkeypatch.delenv("SAAE_RUNS_DIR")
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     assert checkpoints.runs_dir().name == "runs-smoke"  # smoke models never land where real ones live
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
     assert checkpoints.runs_dir().name == "runs"
 
 
@@ -164,9 +164,9 @@ def test_train_or_load_retrains_a_mismatching_run(capsys, isolated, tiny_mnist, 
 
 
 def test_train_or_load_does_not_mix_smoke_and_real_runs(monkeypatch, capsys, tiny_mnist, tiny_options):
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     train_or_load("smoke_or_not", data=tiny_mnist, progress=False, model="ae", epochs=1, **tiny_options)
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
     capsys.readouterr()
     real = train_or_load("smoke_or_not", data=tiny_mnist, progress=False, model="ae", epochs=1, **tiny_options)
     assert "other settings" in capsys.readouterr().out
@@ -223,7 +223,7 @@ def test_a_checkpoint_saved_before_an_option_existed_loads_as_it_was_trained(mod
 
 @pytest.mark.parametrize("change, match", [
     (lambda s: s["config"].update(hidden=(16, 16)), "do not fit the ae model"),
-    (lambda s: s["config"].update(model="vae"), "invalid configuration"),
+    (lambda s: s["config"].update(model="no-such-model"), "invalid configuration"),
     (lambda s: s.pop("history"), "lacks history"),
     (lambda s: s["optimizers"].clear(), "optimizers"),
 ])

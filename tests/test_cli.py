@@ -45,7 +45,7 @@ def cli_environment(patcher, dirs):
     patcher.setenv("SAAE_CACHE_DIR", str(dirs.cache))
     patcher.setenv("SAAE_RUNS_DIR", str(dirs.runs))
     patcher.setenv("SAAE_DATA_DIR", str(dirs.data))
-    patcher.setattr(settings, "FAST", True)
+    patcher.setenv("SAAE_FAST", "1")
     patcher.setattr(cli, "TrainConfig", tiny_config)
     # the real judge and the real function, on 100 instead of 1000 generated digits per label
     patcher.setattr(metrics, "generated_label_accuracy",
@@ -232,7 +232,7 @@ def test_help_exits_zero(argv, capsys):
 
 
 BAD_ARGUMENTS = {
-    "unknown model": ["train", "vae", "--out", "{new}"],
+    "unknown model": ["train", "no-such-model", "--out", "{new}"],
     "zero epochs": ["train", "aae", "--out", "{new}", "--epochs", "0"],
     "prior needs 2-D": ["train", "aae", "--out", "{new}", "--prior", "mixture", "--latent-dim", "3"],
     "labels not a multiple of 10": ["train", "semi", "--out", "{new}", "--labels", "15", "--epochs", "1"],
@@ -434,7 +434,7 @@ def damage(path, how):
         if how == "other shapes":
             state["config"]["hidden"] = (16, 16)
         elif how == "unknown model":
-            state["config"]["model"] = "vae"
+            state["config"]["model"] = "no-such-model"
         elif how == "unknown option":
             state["config"]["temperature"] = 1.0
         elif how == "missing optimizer":
@@ -517,7 +517,7 @@ def test_read_only_out_is_refused_before_any_work(tmp_path, capsys):
 
 
 def test_smoke_checkpoint_says_so_outside_smoke_mode(runs, monkeypatch, capsys):
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
     assert run_main(["evaluate", runs.dirs["aae"]]) == 0
     assert json.loads(capsys.readouterr().out)["smoke"] == settings.SMOKE_NOTE
 

@@ -7,6 +7,7 @@ format are tested (test_training.py).
 import pytest
 import torch
 
+from saae_lib import training
 from saae_lib.checkpoints import load_checkpoint, save_checkpoint
 from saae_lib.training import TrainConfig, Trainer, train
 
@@ -57,7 +58,8 @@ def test_the_graph_trains_as_the_eager_step_in_bf16(tiny_mnist, gpu_options):
 
 def test_auto_precision_on_a_gpu_is_bf16_only_with_the_graph(tiny_mnist, gpu_options):
     options = {**gpu_options, "precision": "auto"}
-    assert Trainer(TrainConfig(model="ae", **options), tiny_mnist).use_bf16 == torch.cuda.is_bf16_supported()
+    native = training.bf16_native(torch.device("cuda"))
+    assert Trainer(TrainConfig(model="ae", **options), tiny_mnist).use_bf16 == native
     assert not Trainer(TrainConfig(model="ae", cuda_graph="off", **options), tiny_mnist).use_bf16
 
 

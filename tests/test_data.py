@@ -24,7 +24,7 @@ def row_set(images: torch.Tensor) -> list[bytes]:
 def full_mnist(mnist_root):
     """The real, full-size data set (about 2 s), loaded once for this module."""
     with pytest.MonkeyPatch.context() as patcher:
-        patcher.setattr(settings, "FAST", False)
+        patcher.setenv("SAAE_FAST", "0")
         return load_mnist(root=mnist_root, device="cpu", download=False)
 
 
@@ -139,7 +139,7 @@ def test_read_only_data_folder_works(raw_copy):
             folder.chmod(read_only | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         before = sorted(os.listdir(raw))
         with pytest.MonkeyPatch.context() as patcher:
-            patcher.setattr(settings, "FAST", True)
+            patcher.setenv("SAAE_FAST", "1")
             d = load_mnist(root=root, device="cpu", download=False)
         assert len(d.test_images) == 1000
         assert sorted(os.listdir(raw)) == before  # nothing written next to the data
@@ -277,9 +277,9 @@ def test_pick_device_cuda_without_cuda_gives_advice():
 
 
 def test_smoke_note(monkeypatch):
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     assert "SMOKE" in settings.smoke_note()
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
     assert settings.smoke_note() == ""
 
 

@@ -176,6 +176,18 @@ def test_prior_match_is_lower_for_prior_like_codes():
     assert shifted > 10 * max(abs(matched), 0.01)
 
 
+def test_prior_match_samples_at_random_not_the_first_n():
+    """An ordered set (like MNIST's test set, cleaner half first): its first n codes are far from the prior, the set
+    as a whole is not. The measure must see the whole set."""
+    images = torch.zeros(4000, 784)
+    images[:, :2] = torch.randn(4000, 2, generator=gen(3))
+    images[:2000, :2] = images[:2000, :2] * 0.3  # the first half: squeezed codes
+    whole = metrics.prior_match(FirstColumnsModel(), images, n=2000)
+    first = metrics.mmd(images[:2000, :2], torch.randn(2000, 2, generator=gen(4)))
+    assert whole < first / 2
+    assert metrics.prior_match(FirstColumnsModel(), images, n=2000, seed=1) != whole  # the seed picks the sample
+
+
 def test_prior_match_uses_the_models_own_prior():
     images = torch.zeros(500, 784)
     images[:, :2] = torch.randn(500, 2, generator=gen(2)) * 3

@@ -1,5 +1,7 @@
 """Tests for saae_lib.models: shapes, output ranges, label conditioning and argument checks."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -9,12 +11,14 @@ from saae_lib.models import (
     AdversarialAutoencoder,
     Autoencoder,
     Decoder,
+    Discriminator,
+    Model,
     SemiSupervisedAAE,
     SupervisedAAE,
     mlp,
 )
 from saae_lib.priors import MixtureOfGaussiansPrior, make_prior
-from saae_lib.training import CONFIG_FIELDS, MODEL_OPTIONS, TrainConfig
+from saae_lib.training import CONFIG_FIELDS, MODEL_OPTIONS, TrainConfig, Trainer
 
 HIDDEN = (32, 32)
 
@@ -46,7 +50,7 @@ def test_autoencoder_shapes_and_range(images, shape):
 
 
 def test_autoencoder_refuses_labels(images):
-    model = Autoencoder(2, HIDDEN)
+    model = Autoencoder(latent_dim=2, hidden=HIDDEN)
     with pytest.raises(ValueError, match="not conditioned"):
         model.decode(torch.zeros(6, 2), torch.zeros(6, dtype=torch.long))
 
@@ -54,15 +58,15 @@ def test_autoencoder_refuses_labels(images):
 def test_aae_has_a_discriminator_on_the_codes():
     model = AdversarialAutoencoder(latent_dim=4, hidden=HIDDEN)
     assert model.kind == "aae" and model.prior.dim == 4
-    assert model.discriminator[0].in_features == 4
+    assert isinstance(model.discriminator, Discriminator) and model.discriminator.in_features == 4
     assert model.discriminate(torch.zeros(5, 4)).shape == (5, 1)
-    assert model.decoder.net[0].in_features == 4
+    assert model.decoder.in_features == 4
 
 
 def test_saae_decoder_takes_label_and_code():
     model = SupervisedAAE(latent_dim=2, hidden=HIDDEN)
     assert model.kind == "saae"
-    assert model.decoder.net[0].in_features == 12  # one-hot label (10) + z (2)
+    assert model.decoder.in_features == 12  # one-hot label (10) + z (2)
     z = torch.randn(4, 2)
     labels = torch.tensor([0, 3, 9, 3])
     out = model.decode(z, labels)
@@ -82,8 +86,8 @@ def test_conditioned_decoder_without_labels_raises():
 
 
 def test_label_aware_discriminator_sees_the_label():
-    model = AdversarialAutoencoder(2, HIDDEN, prior=MixtureOfGaussiansPrior(), label_aware=True)
-    assert model.discriminator[0].in_features == 12
+    model = AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN, prior=MixtureOfGaussiansPrior(), label_aware=True)
+    assert model.discriminator.in_features == 12
     assert model.discriminate(torch.zeros(3, 2), torch.tensor([0, 1, 2])).shape == (3, 1)
 
 
@@ -96,15 +100,16 @@ def test_aae_argument_checks():
 
 def test_class_conditional_discriminator_with_a_gaussian_prior():
     """label_aware with a Gaussian: D(z, y) judges each digit's codes against the same N(0, I)."""
-    model = SupervisedAAE(2, HIDDEN, label_aware=True)
-    assert model.discriminator[0].in_features == 12
+    model = SupervisedAAE(latent_dim=2, hidden=HIDDEN, label_aware=True)
+    assert model.discriminator.in_features == 12
     z = torch.zeros(2, 2)
     assert not torch.equal(model.discriminate(z, torch.tensor([0, 0])), model.discriminate(z, torch.tensor([0, 1])))
 
 
 @pytest.mark.parametrize("n_classes", [10, 16])
 def test_semi_supervised_shapes(images, n_classes):
-    model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_classes=n_classes)
+    model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_labels=100, input_noise=0.3, balance=0.0, batch_norm=False,
+                              n_classes=n_classes)
     y, z = model.label_probabilities(images), model.encode(images)
     assert y.shape == (6, n_classes) and z.shape == (6, 5)
     torch.testing.assert_close(y.sum(1), torch.ones(6))
@@ -114,10 +119,10 @@ def test_semi_supervised_shapes(images, n_classes):
     assert torch.equal(predicted, y.argmax(1))
     out = model(images)
     assert out.shape == (6, 784) and out.min() >= 0 and out.max() <= 1
-    assert model.decoder.net[0].in_features == n_classes + 5
+    assert model.decoder.in_features == n_classes + 5
     assert model.label_prior.dim == n_classes and model.prior.dim == 5
-    assert model.style_discriminator[0].in_features == 5
-    assert model.label_discriminator[0].in_features == n_classes
+    assert model.style_discriminator.in_features == 5
+    assert model.label_discriminator.in_features == n_classes
 
 
 def test_decoder_with_probability_vectors():
@@ -126,64 +131,81 @@ def test_decoder_with_probability_vectors():
     assert decoder(torch.zeros(3, 2), probabilities).shape == (3, 784)
 
 
-# -- each model's description ------------------------------------------------------------------------------------
-def parameter_ids(*modules):
-    return {id(p) for module in modules for p in module.parameters()}
+# -- each model's description: every check reads the model's own class, so a new model needs no edit here ------
+def options_for(kind) -> dict:
+    """Small, quick settings for any model (n_clusters only where the model has clusters)."""
+    return dict(n_clusters=4) if "n_clusters" in MODELS[kind].uses() else {}
 
 
-PHASES = {  # model -> phase -> the submodules whose parameters that phase's optimizer updates
-    "ae": {"reconstruction": ("encoder", "decoder")},
-    "aae": {"reconstruction": ("encoder", "decoder"), "discriminator": ("discriminator",),
-            "generator": ("encoder",)},
-    "saae": {"reconstruction": ("encoder", "decoder"), "discriminator": ("discriminator",),
-             "generator": ("encoder",)},
-    "semi": {"reconstruction": ("encoder", "decoder"), "discriminator": ("style_discriminator", "label_discriminator"),
-             "generator": ("encoder",), "classification": ("encoder",)},
-    "cluster": {"reconstruction": ("encoder", "decoder"),
-                "discriminator": ("style_discriminator", "label_discriminator"), "generator": ("encoder",)},
-    "supervised": {"classification": ("encoder",)},
-}
+def check_model_description(kind):
+    """What every model must declare, read off its class (tests/test_new_model.py runs this on a model of its own)."""
+    model = MODELS[kind]
+    assert issubclass(model, Model) and model.kind == kind
+    assert set(model.defaults) <= set(CONFIG_FIELDS)
+    assert {"epochs", "latent_dim", "batch_size", "lr"} <= set(model.defaults)
+    assert set(model.measures) <= set(evaluation.MEASURES)
+    parameters = list(inspect.signature(model.__init__).parameters.values())[1:]
+    assert all(p.kind == p.KEYWORD_ONLY for p in parameters), f"{kind}: constructor arguments must be keyword-only"
+    for p in parameters:  # each keyword is an option (filled from the config) or has a default of its own
+        assert p.name in CONFIG_FIELDS or p.default is not p.empty, f"{kind}: {p.name} is no TrainConfig option"
+    for name in model.uses():
+        if name in MODEL_OPTIONS and name not in model.defaults:  # used without a recommended value: None must do
+            assert inspect.signature(model.__init__).parameters.get(name, inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None)).default is None, f"{kind}: {name} needs a default"
+    built = model.from_config(TrainConfig(model=kind, hidden=HIDDEN, **options_for(kind)).resolved())
+    for phase in model.phases().values():
+        assert phase.lr in CONFIG_FIELDS
+        assert all(isinstance(getattr(built, part), torch.nn.Module) for part in phase.modules)
 
 
-def test_every_model_is_described():
-    assert set(MODELS) == set(PHASES)  # a new model needs its row here
-    for kind, model in MODELS.items():
-        assert model.kind == kind
-        assert set(model.options) <= set(MODEL_OPTIONS)
-        assert set(model.defaults) <= set(CONFIG_FIELDS)
-        assert {"epochs", "latent_dim", "batch_size", "lr"} <= set(model.defaults)
-        assert set(model.measures) <= set(evaluation.MEASURES)
-        assert all(option in model.defaults for option in model.options if option not in {"prior_std"})
+@pytest.mark.parametrize("kind", MODELS)
+def test_every_model_is_described(kind):
+    check_model_description(kind)
 
 
-@pytest.mark.parametrize("kind", sorted(PHASES))
-def test_each_phase_updates_its_own_parameters(kind):
-    options = dict(model=kind, hidden=HIDDEN, device="cpu")
-    trainer_config = TrainConfig(**options, **({"n_clusters": 4} if kind == "cluster" else {})).resolved()
-    model = MODELS[kind].from_config(trainer_config)
-    phases = model.phases(trainer_config)
-    assert {name: {id(p) for m in modules for p in m.parameters()} for name, (modules, _) in phases.items()} == {
-        name: parameter_ids(*(getattr(model, part) for part in parts)) for name, parts in PHASES[kind].items()}
-    learning_rates = {name: lr for name, (_, lr) in phases.items()}
-    for name, lr in learning_rates.items():
-        adversarial = name in {"discriminator", "generator"}
-        assert lr == (trainer_config.adversarial_lr if adversarial else trainer_config.lr)
-    # every parameter is trained by some phase, and no module is built and thrown away
-    assert set().union(*({id(p) for m in modules for p in m.parameters()} for modules, _ in phases.values())) == {
-        id(p) for p in model.parameters()}
+def check_phases_update_only_their_parameters(kind, data, **options):
+    """One training step: each phase's loss reaches only the parameters of the submodules that phase declares (the
+    discriminator phase never reaches the encoder: no_grad; the generator phase never the discriminator: frozen), every
+    parameter belongs to some phase, and every declared phase runs."""
+    trainer = Trainer(TrainConfig(model=kind, epochs=1, **options_for(kind), **options), data)
+    model = trainer.model
+    declared = {name: {id(p) for part in phase.modules for p in getattr(model, part).parameters()}
+                for name, phase in model.phases().items()}
+    assert set().union(*declared.values()) == {id(p) for p in model.parameters()}  # nothing built and never trained
+    reached, real_update = {}, trainer.update
+
+    def update(phase, loss):
+        model.zero_grad(set_to_none=True)  # the phase's own update zeroes only its own parameters
+        result = real_update(phase, loss)
+        reached[phase] = {id(p) for p in model.parameters() if p.grad is not None}
+        return result
+
+    trainer.update = update
+    x, y = data.train_images[:50], data.train_labels[:50]
+    model.train()
+    losses = model.training_step(x, y, trainer)
+    assert set(reached) == set(declared) and set(declared) <= set(losses)
+    for phase, ids in reached.items():
+        assert ids and ids <= declared[phase], f"{kind}: the {phase} phase reaches parameters it must not change"
+    assert all(p.requires_grad for p in model.parameters())  # frozen() gave them back
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_each_phase_updates_only_its_own_parameters(kind, tiny_mnist, tiny_options):
+    check_phases_update_only_their_parameters(kind, tiny_mnist, **tiny_options)
 
 
 def test_supervised_aae_builds_one_decoder():
-    saae, aae = SupervisedAAE(2, HIDDEN), AdversarialAutoencoder(2, HIDDEN)
+    saae, aae = SupervisedAAE(latent_dim=2, hidden=HIDDEN), AdversarialAutoencoder(latent_dim=2, hidden=HIDDEN)
     extra = 10 * HIDDEN[0]  # the one-hot label's weights into the decoder's first layer
     assert sum(p.numel() for p in saae.parameters()) == sum(p.numel() for p in aae.parameters()) + extra
 
 
-@pytest.mark.parametrize("kind, label_classes", [("ae", 0), ("aae", 0), ("saae", 10), ("semi", 10), ("cluster", 4)])
-def test_generate_decodes_prior_samples(kind, label_classes):
-    config = TrainConfig(model=kind, hidden=HIDDEN, **({"n_clusters": 4} if kind == "cluster" else {})).resolved()
+@pytest.mark.parametrize("kind", [kind for kind, model in MODELS.items() if hasattr(model, "generate")])
+def test_generate_decodes_prior_samples(kind):
+    config = TrainConfig(model=kind, hidden=HIDDEN, **options_for(kind)).resolved()
     model = MODELS[kind].from_config(config)
-    assert model.label_classes == label_classes
+    label_classes = model.label_classes
     images, labels = model.generate(6, generator=torch.Generator().manual_seed(0))
     assert images.shape == (6, 784) and images.min() >= 0 and images.max() <= 1
     if label_classes:
@@ -196,12 +218,11 @@ def test_generate_decodes_prior_samples(kind, label_classes):
             model.generate(3, labels=torch.tensor([1, 1, 1]))
 
 
-@pytest.mark.parametrize("model", ["semi", "cluster", "supervised"])
+@pytest.mark.parametrize("model", [kind for kind, model in MODELS.items() if "batch_norm" in model.uses()])
 def test_batch_norm_is_in_the_encoder_only_when_asked_for(model):
     """batch_norm=True: one BatchNorm1d before each hidden ReLU of the encoder's trunk; nowhere else."""
     for batch_norm in (False, True):
-        config = TrainConfig(model=model, hidden=(32, 16), batch_norm=batch_norm, n_labels=None if model == "cluster"
-                             else 100).resolved()
+        config = TrainConfig(model=model, hidden=(32, 16), batch_norm=batch_norm).resolved()
         built = MODELS[model].from_config(config)
         norms = [m for m in built.encoder.trunk.modules() if isinstance(m, torch.nn.BatchNorm1d)]
         assert [m.num_features for m in norms] == ([32, 16] if batch_norm else [])

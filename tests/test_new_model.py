@@ -8,27 +8,38 @@ import numpy as np
 import pytest
 import torch
 
-from saae_lib import cli, evaluation, models, settings
+from saae_lib import cli, evaluation, models
 from saae_lib.checkpoints import load_checkpoint, save_checkpoint
 from saae_lib.training import ConfigError, TrainConfig, train
+from tests.test_models import check_model_description, check_phases_update_only_their_parameters
 
 
 class DenoisingAutoencoder(models.Autoencoder):
     """An autoencoder that reconstructs clean images from noisy ones."""
 
     kind = "dae"
-    options = ("input_noise",)
     defaults = dict(epochs=2, latent_dim=2, batch_size=100, lr=2e-3, input_noise=0.5)
+
+    def __init__(self, *, latent_dim, hidden, input_noise):  # input_noise: an option it now uses, by taking it
+        super().__init__(latent_dim=latent_dim, hidden=hidden)
+        self.input_noise = input_noise
 
     def training_step(self, x, y, trainer) -> dict:
         with trainer.autocast():
-            loss = models.reconstruction_loss(self.decoder(self.encoder(trainer.noisy(x))), x)
+            noisy = models.noisy(x, self.input_noise, trainer.generator)
+            loss = models.reconstruction_loss(self.decoder(self.encoder(noisy)), x)
         return {"reconstruction": trainer.update("reconstruction", loss)}
 
 
 @pytest.fixture
 def with_new_model(monkeypatch):
     monkeypatch.setitem(models.MODELS, "dae", DenoisingAutoencoder)
+
+
+def test_a_new_model_passes_every_model_check(with_new_model, tiny_mnist, tiny_options):
+    """The checks every model in MODELS gets (tests/test_models.py) read the class: the new one passes them too."""
+    check_model_description("dae")
+    check_phases_update_only_their_parameters("dae", tiny_mnist, **tiny_options)
 
 
 def test_a_new_model_trains_saves_and_evaluates(with_new_model, tmp_path, tiny_mnist, tiny_options):
@@ -45,7 +56,7 @@ def test_a_new_model_trains_saves_and_evaluates(with_new_model, tmp_path, tiny_m
 
 
 def test_a_new_model_on_the_command_line(with_new_model, isolated, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     out = tmp_path / "dae"
     assert cli.main(["train", "dae", "--out", str(out), "--epochs", "1", "--hidden", "32", "--input-noise", "0.2",
                      "--device", "cpu"]) == 0

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # no display needed (switching is fine: no figure exists 
 @pytest.fixture(autouse=True)
 def real_run_and_cleanup(monkeypatch):
     # tests decide smoke mode themselves, whatever SAAE_FAST the suite runs under
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
     yield
     plt.close("all")
 
@@ -290,7 +290,7 @@ def test_loss_curves_bad_input():
 
 
 def test_every_figure_carries_the_smoke_note(monkeypatch):
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     note = settings.smoke_note()
     assert note
     figures = [

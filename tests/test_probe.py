@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from benchmarks import probe
-from saae_lib import evaluation, settings
+from saae_lib import evaluation
 
 
 @pytest.fixture
 def real_mode(monkeypatch, isolated):
-    monkeypatch.setattr(settings, "FAST", False)
+    monkeypatch.setenv("SAAE_FAST", "0")
 
 
 @pytest.mark.parametrize("model, options, keys", [
@@ -51,7 +51,7 @@ def test_a_probe_refuses_bad_options_and_smoke_mode(real_mode, capsys, monkeypat
     with pytest.raises(SystemExit):
         probe.main(["ae", "epochs"])
     assert "key=value" in capsys.readouterr().err
-    monkeypatch.setattr(settings, "FAST", True)
+    monkeypatch.setenv("SAAE_FAST", "1")
     with pytest.raises(SystemExit):
         probe.main(["ae"])
     assert "unset SAAE_FAST" in capsys.readouterr().err
