@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab book test unit-test notebook-test book-test lint notebooks bench chromium clean test-floors
+.PHONY: lab book test unit-test notebook-test book-test lint notebooks bench pretrained chromium clean test-floors
 
 # The environment: the library (editable) with the book and test extras.
 $(STAMP): pyproject.toml
@@ -52,6 +52,10 @@ notebooks: $(STAMP)
 ## Speed and quality benchmarks (results in benchmarks/results/).
 bench: $(STAMP)
 	SAAE_RUNS_DIR=$(CURDIR)/runs $(PY) -m benchmarks.bench
+
+## Train the models listed in pretrained/REGISTRY.json (side by side, resumable) and export them to pretrained/NAME.
+pretrained: $(STAMP)
+	$(PY) scripts/make_pretrained.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check saae_lib scripts tests notebooks

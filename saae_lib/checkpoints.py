@@ -284,7 +284,7 @@ def read_state(path: Path, keys=STATE_KEYS, what="a saae_lib checkpoint", advice
         raise damaged(f"{path} is damaged ({error})", str(error)) from None
     except Exception:  # not a zip archive (random bytes, truncated, empty), a foreign pickle, a truncated record
         raise damaged(f"{path} cannot be read as {what}: it is damaged, truncated or another kind of file",
-                      "damaged, truncated or another kind of file") from None
+                      "it cannot be read: truncated, or another kind of file") from None
     if extra_keys is not None and isinstance(state, dict):
         version = state.get("format", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:

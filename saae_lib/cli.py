@@ -13,8 +13,6 @@ import errno
 import json
 import math
 import os
-import shlex
-import shutil
 import signal
 import sys
 import tempfile
@@ -29,7 +27,7 @@ except ImportError:  # pragma: no cover
 import numpy as np
 import torch
 
-from . import evaluation, settings
+from . import evaluation, pretrained, settings
 from .checkpoints import (
     CHECKPOINT_NAME,
     PLACEMENT_OPTIONS,
@@ -43,9 +41,25 @@ from .checkpoints import (
 )
 from .data import DataError
 from .models import MODELS
+from .runs import (
+    METRICS_NAME,
+    RunFolderError,
+    check_partial,
+    command_line,
+    find_partial,
+    incoming,
+    make_partial,
+    metrics_describe,
+    partial_owner,
+    partial_place,
+    plural,
+    remove_partial,
+    replace_run,
+    run_lock,
+    set_aside,
+)
 from .training import DEFAULTS, OPTIONS, ConfigError, Option, TrainConfig, Trainer, model_options
 
-METRICS_NAME = "metrics.json"
 SAMPLE_CHUNK = 10_000  # images decoded at a time by `sample`
 IMAGE_BYTES = 28 * 28 + 8  # one sampled image (uint8) and its label (int64) in memory
 
@@ -90,6 +104,41 @@ def given_options(args) -> dict:
     return {option: getattr(args, option) for option in FLAGS if getattr(args, option) is not None}
 
 
+def recipe_arguments(options: dict) -> list[str]:
+    """The `train` flags that give these TrainConfig options (a recipe, a registry entry); None: left out."""
+    words = []
+    for option, (flag, _) in FLAGS.items():
+        value = options.get(option)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag.removeprefix("--"))
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return words
+
+
+def pretrained_refusal(args, out: Path) -> str:
+    """Why `train` never writes into a pretrained folder, and the command that trains its recipe instead."""
+    try:
+        manifest = pretrained.read_manifest(out)
+        instead = command_line("train", manifest["model"], "--out", Path("runs") / manifest["name"],
+                               *recipe_arguments(manifest["recipe"]))
+    except pretrained.PretrainedError:
+        instead = None
+    if args.resume:
+        what = (f"--resume: {out} holds a pretrained model: its weights only, no optimizer state or random stream, "
+                "so it cannot be continued")
+        return what + (f"; train a new run with its recipe instead (raise --epochs to train longer): {instead}"
+                       if instead else "; train a new run into another folder instead")
+    # --force would put a run beside the shipped model, and commands on the folder would still use the latter
+    what = f"{out} holds a pretrained model: train never writes into one, even with --force"
+    return what + (f"; train into another folder, e.g. with its recipe: {instead}" if instead
+                   else "; train into another folder")
+
+
 def check_folder(folder: Path) -> None:
     """--out must be a folder we can write, checked before any data is loaded or anything trained."""
     if folder.exists() and not folder.is_dir():
@@ -108,248 +157,6 @@ def out_folder(text: str) -> Path:
     if not text.strip():
         raise Usage("--out is empty: name the folder to train into (e.g. --out runs/aae)")
     return Path(text)
-
-
-def command_line(*words) -> str:
-    """A command for the user to copy, each word quoted for the shell where it needs it (a path with a space)."""
-    return " ".join(["python -m saae_lib", *(shlex.quote(str(word)) for word in words)])
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-# -- one writer per --out: a lock held from before anything is deleted or trained until the command ends --------------
-LOCK_NAME = ".saae.lock"  # in --out while `train` writes there: its pid; removed at the end (flock: gone if it died)
-
-
-@contextlib.contextmanager
-def run_lock(out: Path):
-    """Hold the lock of the run folder `out`; a second writer is refused (Usage) with the first one's pid."""
-    handle = take_lock(out)
-    try:
-        yield
-    finally:
-        if handle is not None:
-            with contextlib.suppress(OSError):
-                (out / LOCK_NAME).unlink()  # while still locked: a writer waiting on it then takes a new file
-            os.close(handle)
-
-
-def take_lock(out: Path) -> int | None:
-    """The locked file descriptor of OUT/.saae.lock (None where files cannot be locked: Windows, some mounts)."""
-    if fcntl is None:
-        return None
-    path = out / LOCK_NAME
-    while True:
-        try:
-            handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as error:
-            raise Usage(f"--out {out} cannot be written ({error.strerror or error}): choose another folder or fix "
-                        "its permissions") from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                pid = os.pread(handle, 32, 0).decode(errors="replace").strip()
-            except OSError:
-                pid = ""
-            os.close(handle)
-            holder = f" (pid {pid})" if pid.isdigit() else ""
-            raise Usage(f"--out {out} is being written by another saae_lib process{holder}: wait for it to end or "
-                        "choose another --out") from None
-        except OSError:  # this filesystem has no locks
-            os.close(handle)
-            return None
-        try:
-            if os.path.samestat(os.fstat(handle), os.stat(path)):
-                break
-        except OSError:
-            pass
-        os.close(handle)  # the writer before us removed this file as we opened it: lock the one there now
-    with contextlib.suppress(OSError):
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-    return handle
-
-
-# -- --force: the new run trains in a partial folder that belongs to it, and replaces the old one at the end ----------
-PARTIAL_MARKER = ".saae-partial"  # in a partial folder: saae_lib made it, for the --force run of the folder it names
-INNER_PARTIAL = ".saae-partial-run"  # the partial folder inside --out, where --out is a mount point
-
-
-def sibling_partial(out: Path) -> Path:
-    named = out if out.name not in ("", ".", "..") else Path(os.path.abspath(out))
-    return named.parent / f"{named.name}.partial"
-
-
-def partial_place(out: Path) -> Path:
-    """Where a new --force run of `out` trains: the sibling OUT.partial, or inside `out` where that is another
-    filesystem (`out` a mount point: a rename from there would fail) or cannot be written."""
-    sibling = sibling_partial(out)
-    try:
-        if os.stat(out).st_dev == os.stat(sibling.parent).st_dev and os.access(sibling.parent, os.W_OK | os.X_OK):
-            return sibling
-    except OSError:
-        pass
-    return out / INNER_PARTIAL
-
-
-def find_partial(out: Path) -> Path | None:
-    """The partial folder saae_lib made for a --force run of `out` that is still there, if any."""
-    for folder in (sibling_partial(out), out / INNER_PARTIAL):
-        if (folder / PARTIAL_MARKER).is_file() and not folder.is_symlink():
-            return folder
-    return None
-
-
-def partial_owner(folder: Path) -> str | None:
-    """The --out whose --force run trains in `folder`, if `folder` is such a partial folder."""
-    if not (folder / PARTIAL_MARKER).is_file():
-        return None
-    try:
-        return str(json.loads((folder / PARTIAL_MARKER).read_text())["out"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return str(folder.parent if folder.name == INNER_PARTIAL else folder.with_name(
-            folder.name.removesuffix(".partial")))
-
-
-def ours(name: str) -> bool:
-    """A file saae_lib writes in a partial folder (or the temporary file of one)."""
-    return name in (PARTIAL_MARKER, CHECKPOINT_NAME, METRICS_NAME) or any(
-        name.startswith(f".{written}.") and name.endswith(".tmp") for written in (CHECKPOINT_NAME, METRICS_NAME))
-
-
-def check_partial(folder: Path, out: Path) -> None:
-    """Refuse (Usage) to touch a partial folder of `out` that saae_lib did not make, or that holds anything else."""
-    if not folder.exists() and not folder.is_symlink():
-        return
-    if folder.is_symlink() or not folder.is_dir() or not (folder / PARTIAL_MARKER).is_file():
-        raise Usage(f"{folder} is in the way: saae_lib trains the --force run of {out} there, and did not make this "
-                    "one; move it away (or delete it yourself), then run again")
-    foreign = sorted(name for name in os.listdir(folder) if not ours(name))
-    if foreign:
-        raise Usage(f"{folder} holds files saae_lib did not write there ({', '.join(foreign[:3])}"
-                    f"{', ...' if len(foreign) > 3 else ''}): move them out of it, then run again")
-
-
-def make_partial(folder: Path, out: Path) -> None:
-    try:
-        folder.mkdir()
-    except (PermissionError, FileExistsError) as error:  # (anything else, a full disk: main's one line)
-        raise Usage(f"{folder} cannot be written ({error.strerror or error}): --force trains the new run there; "
-                    "fix its folder's permissions, or choose another --out") from None
-    try:
-        (folder / PARTIAL_MARKER).write_text(json.dumps({"out": os.path.abspath(out), "by": "saae_lib train --force"})
-                                             + "\n")
-    except BaseException:
-        remove_partial(folder)  # no folder without its marker: it would look like someone else's
-        raise
-
-
-def remove_partial(folder: Path) -> None:
-    """Remove a partial folder: only the files saae_lib wrote there, and the folder if that leaves it empty."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(folder):
-            if ours(name):
-                (folder / name).unlink(missing_ok=True)
-        folder.rmdir()
-
-
-def set_aside(folder: Path, out: Path) -> Path:
-    """Keep the interrupted --force run in `folder` as an ordinary run folder beside it (a new run takes its place)."""
-    base = folder.parent / ("interrupted-run" if folder.name == INNER_PARTIAL else
-                            folder.name.removesuffix(".partial") + ".interrupted")
-    kept, n = base, 1
-    while kept.exists() or kept.is_symlink():
-        n += 1
-        kept = base.with_name(f"{base.name}-{n}")
-    os.rename(folder, kept)
-    (kept / PARTIAL_MARKER).unlink(missing_ok=True)
-    try:
-        state, saved = read_checkpoint(kept)
-        what = f"{saved['model']} model, {len(state['history'])} of {saved['epochs']} epochs"
-        again = command_line("train", saved["model"], "--out", kept, "--resume")
-    except (CheckpointError, OSError, KeyError, TypeError):
-        what, again = "an unfinished run", command_line("train", "MODEL", "--out", kept, "--resume")
-    warn(f"note: {folder} held an interrupted --force run of {out} ({what}); it is kept as {kept}: continue it with: "
-         f"{again}, or delete it")
-    return kept
-
-
-def move_into(source: Path, target: Path) -> bool:
-    """Move the file `source` to `target`: a rename, or a copy flushed to disk where they are on two filesystems
-    (EXDEV); True if it was renamed (`source` is gone), False if copied."""
-    try:
-        os.replace(source, target)
-        return True
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-    try:
-        with open(source, "rb") as file, open(target, "wb") as copy:
-            shutil.copyfileobj(file, copy, 1 << 20)
-            copy.flush()
-            os.fsync(copy.fileno())
-    except OSError as error:
-        target.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror or str(error), str(error.filename or target)) from None
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return False
-
-
-def sync_folder(folder: Path) -> None:
-    """fsync a folder, so that renames in it are on disk (where the system allows it)."""
-    with contextlib.suppress(OSError):
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-
-
-def incoming(out: Path, name: str) -> Path:
-    return out / f".{name}.incoming"
-
-
-def replace_run(partial: Path, out: Path) -> None:
-    """Put the finished run in `partial` in place of the one in `out` (other files in `out` stay).
-
-    The new checkpoint and metrics are first brought into `out` under temporary names (renamed, or copied where
-    `partial` is on another filesystem): if that fails, `out` is as it was. Only then is the old metrics.json removed
-    and the two renamed over the old files, so old metrics are never beside the new model, and never gone before the
-    new ones are in `out`."""
-    staged = []
-    try:
-        for name in (CHECKPOINT_NAME, METRICS_NAME):
-            staged.append((name, move_into(partial / name, incoming(out, name))))
-    except BaseException:
-        for name, renamed in staged:  # undo: the partial folder keeps the whole new run
-            with contextlib.suppress(OSError):
-                if renamed:
-                    os.replace(incoming(out, name), partial / name)
-                else:
-                    incoming(out, name).unlink()
-        raise
-    (out / METRICS_NAME).unlink(missing_ok=True)
-    os.replace(incoming(out, CHECKPOINT_NAME), out / CHECKPOINT_NAME)
-    os.replace(incoming(out, METRICS_NAME), out / METRICS_NAME)
-    sync_folder(out)
-    remove_partial(partial)
-
-
-def metrics_describe(folder: Path, epochs: int) -> bool:
-    """metrics.json in `folder` is strict JSON of a run of `epochs` epochs (what the checkpoint beside it holds)."""
-    def refuse(constant):
-        raise ValueError(constant)
-
-    try:
-        metrics = json.loads((folder / METRICS_NAME).read_text(), parse_constant=refuse)
-    except (OSError, ValueError):
-        return False
-    return isinstance(metrics, dict) and metrics.get("epochs") == epochs
 
 
 def resumed_trainer(args, out: Path, source: Path) -> Trainer:
@@ -543,6 +350,8 @@ def weights_finite(model: torch.nn.Module) -> bool:
 
 def command_train(args) -> int:
     out = out_folder(args.out)
+    if pretrained.is_pretrained(out):
+        raise Usage(pretrained_refusal(args, out))
     if args.resume and args.force:
         raise Usage("--resume continues the run in --out and --force replaces it: pass one of them")
     owner = partial_owner(out)
@@ -561,9 +370,15 @@ def command_train(args) -> int:
             config = TrainConfig(model=args.model, device=args.device or "auto", **given_options(args)).resolved()
         except ConfigError as error:
             raise Usage(flag_message(error)) from None
+    created = not out.exists()
     check_folder(out)
-    with run_lock(out):
-        return train_locked(args, out, config)
+    try:
+        with run_lock(out):
+            return train_locked(args, out, config)
+    finally:
+        if created:  # a command that saved nothing (refused, diverged, interrupted) leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty
 
 
 def train_locked(args, out: Path, config) -> int:
@@ -590,7 +405,7 @@ def train_locked(args, out: Path, config) -> int:
         if pending is not None:  # a new run takes the place of an unfinished --force run: that one is kept
             check_partial(pending, out)
             if (pending / CHECKPOINT_NAME).is_file():
-                set_aside(pending, out)
+                warn(set_aside(pending, out)[1])
             else:
                 remove_partial(pending)
         target = partial_place(out) if (out / CHECKPOINT_NAME).is_file() else out
@@ -670,10 +485,17 @@ def train_locked(args, out: Path, config) -> int:
 
 # -- commands on a trained run -------------------------------------------------------------------------------------
 def open_run(args, capability: str | None = None, needs: str = "") -> Trainer:
-    """The run in args.dir; with `capability`, refused unless its model has it (a command that `needs` it)."""
-    if not (Path(args.dir) / CHECKPOINT_NAME).is_file():
+    """The run or pretrained model in args.dir; with `capability`, refused unless its model has it (a command that
+    `needs` it)."""
+    if pretrained.is_pretrained(args.dir):
+        trainer = pretrained.load(args.dir, device=args.device)
+        manifest = trainer.pretrained
+        warn(f"note: {args.dir} is the pretrained model {manifest['name']!r} ({manifest['model']}, "
+             f"{plural(len(manifest['history']), 'epoch')}; weights only, stored in float16)")
+    elif not (Path(args.dir) / CHECKPOINT_NAME).is_file():
         raise Usage(f"no {CHECKPOINT_NAME} in {args.dir}: train a model there first (python -m saae_lib train)")
-    trainer = load_checkpoint(args.dir, device=args.device)
+    else:
+        trainer = load_checkpoint(args.dir, device=args.device)
     if capability is not None and not getattr(trainer.model, capability, None):
         raise Usage(f"{args.command} needs {needs} ({users(capability)}); {args.dir} holds a "
                     f"{trainer.config.model} model")
@@ -809,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predicted digit of each test image (.npy)")
     encode = commands.add_parser("encode", help="codes of the test images (.npz: codes, labels)")
     for sub in (evaluate, sample, predict, encode):
-        sub.add_argument("dir", help="folder with checkpoint.pt")
+        sub.add_argument("dir", help="folder with checkpoint.pt, or a pretrained model's folder")
         sub.add_argument("--device", help="auto (default), cpu, cuda or mps")
     sample.add_argument("--n", type=int, required=True, help="number of images")
     sample.add_argument("--out", required=True, help="output .npz (arrays: images uint8 N x 28 x 28, labels)")
@@ -858,7 +680,7 @@ def main(argv=None) -> int:
         parser.error(str(error))
     except ConfigError as error:  # a saved run that cannot run here as asked (e.g. --resume --cuda-graph on, no GPU)
         parser.error(flag_message(error))
-    except settings.SettingError as error:  # SAAE_FAST=ture and the like
+    except (settings.SettingError, RunFolderError) as error:  # SAAE_FAST=ture; a run folder not to be touched
         parser.error(str(error))
     except KeyboardInterrupt as error:
         warn(interrupted_word(error))

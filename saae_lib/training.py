@@ -293,6 +293,7 @@ class Trainer:
         self.graphed_step = None  # made at the first fit, after any checkpoint is loaded
         self.history: list[dict] = []
         self.smoke = smoke  # trained (partly) in smoke mode, or on its data: its numbers are not real results
+        self.pretrained: dict | None = None  # the manifest, for a model loaded from a pretrained folder
         if state is not None:
             self.load_state_dict(state)
             self.smoke = self.smoke or smoke

@@ -119,4 +119,18 @@ def test_a_bad_smoke_switch_is_one_line_on_the_command_line(tmp_path, isolated, 
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "SAAE_FAST='ture' is neither on nor off: set it to 1 or 0 (or unset it)" in err and "Traceback" not in err
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_more_labels_than_the_data_has_on_the_command_line(tmp_path, isolated, monkeypatch, capsys):
+    """One line naming the flag, exit 2, and no empty --out folder left behind."""
+    from saae_lib import cli
+
+    monkeypatch.setenv("SAAE_FAST", "1")  # 3000 training images: about 300 of each digit
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", "semi", "--labels", "5000", "--out", str(tmp_path / "run"), "--hidden", "32", "--epochs",
+                  "1", "--device", "cpu"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot supply --labels=5000; ask for fewer labels" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saae_lib import cli, evaluation, training
+from saae_lib import cli, evaluation, runs, training
 from saae_lib.checkpoints import CHECKPOINT_NAME
 from tests.test_cli import ROOT, cli_environment, interrupt_in_epoch, one_line_error, run_main, subprocess_env
 
@@ -50,7 +50,7 @@ def train(out, *extra, epochs=1):
 
 def files(folder: Path) -> dict:
     """The files in `folder`, but the lock of a train command that runs there."""
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != cli.LOCK_NAME}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != runs.LOCK_NAME}
 
 
 def usage_error(err: str) -> str:
@@ -112,7 +112,7 @@ def test_a_second_writer_is_refused_and_the_first_ends_on_sigterm(tmp_path, sess
     line = one_line_error(err)
     assert line.startswith(f"interrupted (SIGTERM): {out} is unchanged; the new run's ")
     assert f"in {tmp_path / 'run.partial'}; continue it with: " in line
-    assert files(out) == before and not (out / cli.LOCK_NAME).exists()
+    assert files(out) == before and not (out / runs.LOCK_NAME).exists()
     done = epochs_in(tmp_path / "run.partial")
     assert done >= 1
     # 2. the command it printed continues that --force run and puts it in place of the old one
@@ -127,7 +127,7 @@ def test_a_second_writer_is_refused_and_the_first_ends_on_sigterm(tmp_path, sess
 
 def hold_lock(out: Path, pid: int):
     out.mkdir(parents=True, exist_ok=True)
-    handle = os.open(out / cli.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    handle = os.open(out / runs.LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(handle, fcntl.LOCK_EX)
     os.write(handle, f"{pid}\n".encode())
     return handle
@@ -144,7 +144,7 @@ def test_a_locked_out_is_refused_before_anything_is_touched(argv, tmp_path, caps
         assert train(out, *argv, epochs=2) == 2
         line = usage_error(capsys.readouterr().err)
         assert f"--out {out} is being written by another saae_lib process (pid 4242): wait for it" in line
-        assert files(out) == before and (out / cli.LOCK_NAME).read_bytes() == b"4242\n"
+        assert files(out) == before and (out / runs.LOCK_NAME).read_bytes() == b"4242\n"
         assert not (tmp_path / "run.partial").exists()
     finally:
         os.close(handle)
@@ -153,9 +153,9 @@ def test_a_locked_out_is_refused_before_anything_is_touched(argv, tmp_path, caps
 def test_a_stale_lock_of_a_dead_process_does_not_block(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / cli.LOCK_NAME).write_text("999999999\n")  # a writer killed with SIGKILL: its flock went with it
+    (out / runs.LOCK_NAME).write_text("999999999\n")  # a writer killed with SIGKILL: its flock went with it
     assert train(out) == 0
-    assert epochs_in(out) == 1 and not (out / cli.LOCK_NAME).exists()
+    assert epochs_in(out) == 1 and not (out / runs.LOCK_NAME).exists()
 
 
 # -- 2. --force never deletes what is not its own ----------------------------------------------------------------------
@@ -233,12 +233,12 @@ def test_force_across_filesystems_on_a_full_disk_keeps_both_runs(tmp_path, monke
     assert train(out) == 0
     before = files(out)
     cross_device(monkeypatch)
-    real_copy = cli.shutil.copyfileobj
+    real_copy = runs.shutil.copyfileobj
 
     def full_disk(source, target, length=0):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cli.shutil, "copyfileobj", full_disk)
+    monkeypatch.setattr(runs.shutil, "copyfileobj", full_disk)
     capsys.readouterr()
     assert train(out, "--force", epochs=2) == 1
     line = one_line_error(capsys.readouterr().err)
@@ -246,7 +246,7 @@ def test_force_across_filesystems_on_a_full_disk_keeps_both_runs(tmp_path, monke
     assert f"{out} is unchanged; the finished new run is in {tmp_path / 'run.partial'}" in line
     assert "free some space, then finish it with: " in line
     assert files(out) == before  # the old model and its metrics, byte for byte
-    monkeypatch.setattr(cli.shutil, "copyfileobj", real_copy)
+    monkeypatch.setattr(runs.shutil, "copyfileobj", real_copy)
     assert run_main([*copyable_command(line)[3:], *CPU]) == 0
     assert epochs_in(out) == 2 and metrics_in(out)["epochs"] == 2 and not (tmp_path / "run.partial").exists()
 
@@ -339,7 +339,7 @@ def test_sighup_is_handled_like_ctrl_c(tmp_path, session_dirs):
     done = epochs_in(out)
     assert f"holds {done} of 500 epochs" in line
     assert copyable_command(line)[3:] == ["train", "ae", "--out", str(out), "--resume"]  # 8. quoted
-    assert not (out / cli.LOCK_NAME).exists()
+    assert not (out / runs.LOCK_NAME).exists()
 
 
 # -- 7. non-finite results are never a success ------------------------------------------------------------------------
@@ -432,6 +432,6 @@ def test_full_disk_while_saving_keeps_the_last_good_epoch(tmp_path, monkeypatch,
 def test_the_lock_file_names_its_writer_and_goes_with_it(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    with cli.run_lock(out):
-        assert (out / cli.LOCK_NAME).read_text() == f"{os.getpid()}\n"
-    assert not (out / cli.LOCK_NAME).exists()
+    with runs.run_lock(out):
+        assert (out / runs.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert not (out / runs.LOCK_NAME).exists()

@@ -1,0 +1,355 @@
+"""Pretrained folders (saae_lib.pretrained): export -> verify -> load, the commands on such a folder, its faults (each
+one line), fetch from a local HTTP server, and scripts/make_pretrained.py on a registry of one tiny model.
+
+Tiny models (32-32 hidden layers, one epoch) on the smoke data set, in smoke mode; no model here needs the judge
+classifier, so nothing trains it.
+"""
+
+import copy
+import functools
+import hashlib
+import http.server
+import importlib.util
+import json
+import shlex
+import shutil
+import socket
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import saae_lib
+from saae_lib import data as sdata
+from saae_lib import evaluation, metrics, pretrained, settings, training
+from saae_lib.checkpoints import CHECKPOINT_NAME, read_checkpoint
+from saae_lib.pretrained import MANIFEST_NAME, WEIGHTS_NAME, PretrainedError
+from tests.test_cli import ROOT, one_line_error, run_main
+
+pytestmark = pytest.mark.usefixtures("isolated", "fast")
+TINY = dict(hidden=(32, 32), batch_size=100, precision="fp32", device="cpu", epochs=1)
+TRAINING_SECONDS = 12.5  # what the test says training took: the manifest must repeat it
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory, session_dirs):
+    """An aae and a supervised classifier, trained for one epoch on the smoke data and exported: the trainers,
+    their folders, and the data (the smoke data set, as the command line loads it)."""
+    base = tmp_path_factory.mktemp("pretrained")
+    with pytest.MonkeyPatch.context() as patcher:
+        patcher.setenv("SAAE_FAST", "1")
+        patcher.setenv("SAAE_DATA_DIR", str(session_dirs.data))
+        patcher.setenv("SAAE_CACHE_DIR", str(session_dirs.cache))
+        data = sdata.load_mnist(device="cpu", smoke=True)
+        trainers = {"aae": training.train("aae", data=data, progress=False, **TINY),
+                    "supervised": training.train("supervised", data=data, progress=False, n_labels=100, **TINY)}
+        folders = {kind: pretrained.export(trainer, base / kind, training_seconds=TRAINING_SECONDS)
+                   for kind, trainer in trainers.items()}
+    return SimpleNamespace(trainers=trainers, folders=folders, data=data)
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+def copy_of(shipped, kind: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(shipped.folders[kind], tmp_path / kind))
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+
+# -- export -> verify -> load ------------------------------------------------------------------------------------
+def test_export_writes_half_precision_weights_and_a_strict_manifest(shipped):
+    folder, trainer = shipped.folders["aae"], shipped.trainers["aae"]
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME, WEIGHTS_NAME]
+    manifest = json.loads((folder / MANIFEST_NAME).read_text(), parse_constant=lambda c: pytest.fail(c))
+    weights = torch.load(folder / WEIGHTS_NAME, weights_only=True)
+    assert set(weights) == set(trainer.model.state_dict())  # the model only: no optimizer, no random stream
+    assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
+    assert manifest["files"] == {WEIGHTS_NAME: {"sha256": hashlib.sha256((folder / WEIGHTS_NAME).read_bytes())
+                                                .hexdigest(), "bytes": (folder / WEIGHTS_NAME).stat().st_size}}
+    recipe = manifest["recipe"]
+    assert set(recipe) == set(training.CONFIG_FIELDS) - {"device", "cuda_graph"}
+    assert training.TrainConfig(**recipe, device="cpu").resolved() == trainer.config
+    assert manifest["model"] == "aae" and manifest["seed"] == trainer.config.seed == recipe["seed"]
+    assert manifest["name"] == folder.name and manifest["saae_lib_version"] == saae_lib.__version__
+    assert manifest["machine"]["torch"] == torch.__version__ and manifest["machine"]["device"] == "cpu"
+    assert manifest["training_seconds"] == TRAINING_SECONDS
+    assert manifest["history"] == json.loads(json.dumps(trainer.history))
+    assert manifest["smoke"] is True and manifest["test"]["smoke"] == settings.SMOKE_NOTE
+    assert manifest["data"]["test"] == len(shipped.data.test_images)
+
+
+@pytest.mark.parametrize("kind", ["aae", "supervised"])
+def test_loaded_model_is_the_float16_model_and_measures_the_manifest(shipped, kind):
+    folder, trainer = shipped.folders[kind], shipped.trainers[kind]
+    loaded = pretrained.load(folder, data=shipped.data, device="cpu")
+    rounded = copy.deepcopy(trainer.model)
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in trainer.model.state_dict().items()})
+    original, mine = trainer.model.state_dict(), loaded.model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in rounded.state_dict().items())
+    assert any(not torch.equal(mine[k], v) for k, v in original.items() if v.is_floating_point())  # it was rounded
+    images = shipped.data.test_images
+    if kind == "aae":
+        assert torch.equal(metrics.reconstruct(loaded.model, images), metrics.reconstruct(rounded, images))
+    else:
+        assert torch.equal(metrics.predict(loaded.model, images), metrics.predict(rounded, images))
+    manifest = manifest_of(folder)
+    assert evaluation.test_metrics(loaded) == manifest["test"]
+    assert evaluation.validation_metrics(loaded) == manifest["validation"]
+    assert loaded.pretrained == manifest and loaded.smoke is True
+    assert loaded.history == manifest["history"]
+    assert all(not optimizer.state for optimizer in loaded.optimizers.values())  # fresh optimizers
+
+
+def test_export_refuses_a_folder_with_other_files(shipped, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PretrainedError, match="holds other files") as error:
+        pretrained.export(shipped.trainers["aae"], tmp_path, training_seconds=TRAINING_SECONDS)
+    assert "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# -- the command line on a pretrained folder ------------------------------------------------------------------------
+def test_predict_on_a_pretrained_classifier_makes_the_manifest_error(shipped, tmp_path, capsys):
+    folder = shipped.folders["supervised"]
+    out = tmp_path / "predicted.npy"
+    assert run_main(["predict", folder, "--out", out, "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert f"is the pretrained model {folder.name!r}" in captured.err and settings.SMOKE_NOTE in captured.out
+    predicted = np.load(out)
+    error = float((predicted != shipped.data.test_labels.numpy()).mean())
+    assert error == pytest.approx(manifest_of(folder)["test"]["test_error"], abs=0.5 / len(predicted))
+
+
+def test_evaluate_and_encode_on_a_pretrained_autoencoder(shipped, tmp_path, capsys):
+    folder = shipped.folders["aae"]
+    assert run_main(["evaluate", folder, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and json.loads(printed[0]) == manifest_of(folder)["test"]
+    out = tmp_path / "codes.npz"
+    assert run_main(["encode", folder, "--out", out, "--device", "cpu"]) == 0
+    with np.load(out) as saved:
+        loaded = pretrained.load(folder, data=shipped.data, device="cpu")
+        assert np.array_equal(saved["codes"], metrics.encode(loaded.model, shipped.data.test_images).numpy())
+        assert str(saved["smoke"]) == settings.SMOKE_NOTE
+
+
+def test_train_refuses_a_pretrained_folder_and_gives_the_recipe(shipped, tmp_path, capsys):
+    folder = copy_of(shipped, "aae", tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert run_main(["train", "aae", "--out", folder, "--resume", "--device", "cpu"]) == 2
+    refusal = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds a pretrained model" in refusal and "no optimizer state" in refusal
+    assert run_main(["train", "aae", "--out", folder, "--force", "--device", "cpu"]) == 2
+    assert "never writes into one, even with --force" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    # the command it suggests trains the same run again: the same recipe, the same numbers epoch by epoch
+    words = shlex.split(refusal.split("train longer): ", 1)[1])
+    assert words[:3] == ["python", "-m", "saae_lib"]
+    words = words[3:]
+    words[words.index("--out") + 1] = str(tmp_path / "again")
+    assert run_main([*words, "--device", "cpu"]) == 0
+    state, saved = read_checkpoint(tmp_path / "again")
+    manifest = manifest_of(folder)
+    assert pretrained.recipe_of(training.TrainConfig(**saved)) == manifest["recipe"]
+    assert without_seconds(json.loads(json.dumps(state["history"]))) == without_seconds(manifest["history"])
+
+
+# -- faults: each one line, from the API and from the command line ---------------------------------------------------
+def flip_a_byte(folder):
+    weights = bytearray((folder / WEIGHTS_NAME).read_bytes())
+    weights[len(weights) // 2] ^= 0xFF
+    (folder / WEIGHTS_NAME).write_bytes(bytes(weights))
+
+
+def edit_manifest(change):
+    def apply(folder):
+        manifest = manifest_of(folder)
+        change(manifest)
+        (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return apply
+
+
+FAULTS = {
+    "tampered weights": (flip_a_byte, f"{WEIGHTS_NAME} does not match its manifest"),
+    "longer weights": (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes() + b"\0"),
+                       f"{WEIGHTS_NAME} has"),
+    "missing weights": (lambda f: (f / WEIGHTS_NAME).unlink(), f"{WEIGHTS_NAME} is missing"),
+    "NaN in the manifest": (lambda f: (f / MANIFEST_NAME).write_text(
+        (f / MANIFEST_NAME).read_text().replace(f'"training_seconds": {TRAINING_SECONDS}', '"training_seconds": NaN')),
+        "is not strict JSON"),
+    "truncated manifest": (lambda f: (f / MANIFEST_NAME).write_text((f / MANIFEST_NAME).read_text()[:100]),
+                           "is not strict JSON"),
+    "another hash listed": (edit_manifest(lambda m: m["files"][WEIGHTS_NAME].update(sha256="0" * 64)),
+                            f"{WEIGHTS_NAME} does not match its manifest"),
+    "newer format": (edit_manifest(lambda m: m.update(format=pretrained.FORMAT + 1)), "newer saae_lib"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_damaged_pretrained_folder_is_one_line(fault, shipped, tmp_path, capsys):
+    damage, message = FAULTS[fault]
+    folder = copy_of(shipped, "aae", tmp_path)
+    damage(folder)
+    with pytest.raises(PretrainedError) as error:
+        pretrained.load(folder, data=shipped.data, device="cpu")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert run_main(["evaluate", folder, "--device", "cpu"]) == 1
+    line = one_line_error(capsys.readouterr().err)
+    assert line == f"error: {error.value}"
+
+
+# -- fetch ------------------------------------------------------------------------------------------------------
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(shipped, tmp_path):
+    """A local HTTP server of a copy of the aae folder as {url}/tiny-aae/; `stop()` shuts it down."""
+    served = tmp_path / "served"
+    shutil.copytree(shipped.folders["aae"], served / "tiny-aae")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=served))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    running = [True]
+
+    def stop():
+        if running[0]:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join()
+            running[0] = False
+
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", files=served / "tiny-aae", stop=stop)
+    stop()
+
+
+def test_fetch_downloads_verifies_and_reuses_the_cache(server, tmp_path):
+    cache = tmp_path / "cache" / "tiny-aae"
+    assert pretrained.fetch("tiny-aae", base_url=server.url, cache=cache) == cache
+    assert pretrained.verify(cache) == manifest_of(server.files)
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == {p.name: p.read_bytes()
+                                                                  for p in server.files.iterdir()}
+    assert [p.name for p in cache.parent.iterdir()] == ["tiny-aae"]  # no download folder left behind
+    server.stop()
+    assert pretrained.fetch("tiny-aae", base_url=server.url, cache=cache) == cache  # no network needed
+
+
+def test_fetch_default_cache_and_a_damaged_cache_fetched_again(server):
+    cache = pretrained.fetch("tiny-aae", base_url=server.url)
+    assert cache == settings.cache_dir() / "pretrained" / saae_lib.__version__ / "tiny-aae"
+    flip_a_byte(cache)
+    assert pretrained.fetch("tiny-aae", base_url=server.url) == cache
+    assert pretrained.verify(cache)["files"] == manifest_of(server.files)["files"]
+
+
+def test_fetch_refuses_a_tampered_file_and_keeps_nothing(server, tmp_path):
+    flip_a_byte(server.files)
+    cache = tmp_path / "cache" / "tiny-aae"
+    with pytest.raises(PretrainedError, match="does not match its manifest") as error:
+        pretrained.fetch("tiny-aae", base_url=server.url, cache=cache)
+    assert "\n" not in str(error.value) and f"{server.url}/tiny-aae/{WEIGHTS_NAME}" in str(error.value)
+    assert not pretrained.is_pretrained(cache)
+    assert [p.name for p in cache.parent.iterdir()] in ([], ["tiny-aae"])  # no download folder left behind
+    assert not any(cache.parent.rglob(WEIGHTS_NAME))
+
+
+def test_fetch_of_a_missing_model_is_one_line(server, tmp_path):
+    with pytest.raises(PretrainedError, match="HTTP 404") as error:
+        pretrained.fetch("no-such-model", base_url=server.url, cache=tmp_path / "cache" / "no-such-model")
+    assert "\n" not in str(error.value)
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_fetch_from_a_server_that_is_down_is_one_line(server, tmp_path):
+    server.stop()
+    with pytest.raises(PretrainedError, match="cannot reach") as error:
+        pretrained.fetch("tiny-aae", base_url=server.url, cache=tmp_path / "cache" / "tiny-aae")
+    assert "\n" not in str(error.value) and not pretrained.is_pretrained(tmp_path / "cache" / "tiny-aae")
+
+
+def test_fetch_from_a_server_that_never_answers_times_out(tmp_path):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        timeout = 0.5
+        with pytest.raises(PretrainedError, match=f"did not answer within {timeout:g} s") as error:
+            pretrained.fetch("tiny-aae", base_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                             cache=tmp_path / "cache" / "tiny-aae", timeout=timeout)
+    assert "\n" not in str(error.value)
+
+
+# -- make pretrained --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def make_pretrained():
+    spec = importlib.util.spec_from_file_location("make_pretrained", ROOT / "scripts" / "make_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_registry(path: Path, models: list) -> Path:
+    path.write_text(json.dumps({"comment": "a test registry", "models": models}))
+    return path
+
+
+TINY_ENTRY = {"name": "tiny-aae", "model": "aae", "seed": 0,
+              "options": {"epochs": 1, "hidden": [32, 32], "batch_size": 100, "precision": "fp32"}}
+
+
+def test_the_shipped_registry_is_empty_and_says_so(make_pretrained, tmp_path, capsys):
+    registry = json.loads((ROOT / "pretrained" / "REGISTRY.json").read_text())
+    assert registry["models"] == [] and "name" in registry["comment"] and "seed" in registry["comment"]
+    assert make_pretrained.main(["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]) == 0
+    assert "lists no models" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_make_pretrained_trains_exports_and_resumes(make_pretrained, tmp_path, capsys):
+    registry = write_registry(tmp_path / "REGISTRY.json", [TINY_ENTRY])
+    argv = ["--registry", str(registry), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+            "--device", "cpu"]
+    assert make_pretrained.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[tiny-aae] epoch 1/1:" in printed  # the training process's lines, prefixed with its name
+    folder = tmp_path / "out" / "tiny-aae"
+    manifest = pretrained.verify(folder)
+    state, _ = read_checkpoint(tmp_path / "runs" / "tiny-aae")
+    assert manifest["name"] == "tiny-aae" and manifest["recipe"]["hidden"] == [32, 32]
+    assert manifest["training_seconds"] == sum(record["seconds"] for record in state["history"])
+    assert manifest["history"] == json.loads(json.dumps(state["history"]))
+    assert make_pretrained.main(argv) == 0  # nothing left to do
+    printed = capsys.readouterr().out
+    assert "is trained already" in printed and "is up to date" in printed and "epoch 1/1" not in printed
+    assert pretrained.verify(folder) == manifest
+    # what a changed registry asks for: more epochs continue the run, another option trains it again
+    entry = make_pretrained.read_registry(write_registry(tmp_path / "more.json", [
+        {**TINY_ENTRY, "options": {**TINY_ENTRY["options"], "epochs": 2}}]), "cpu")[0]
+    assert make_pretrained.plan(entry, tmp_path / "runs" / "tiny-aae") == ("resume", None)
+    entry = make_pretrained.read_registry(write_registry(tmp_path / "other.json", [
+        {**TINY_ENTRY, "options": {**TINY_ENTRY["options"], "lr": 1e-4}}]), "cpu")[0]
+    assert make_pretrained.plan(entry, tmp_path / "runs" / "tiny-aae")[0] == "force"
+    assert (tmp_path / "runs" / "tiny-aae" / CHECKPOINT_NAME).is_file()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({**TINY_ENTRY, "options": {"prior": "mixture", "n_labels": 100}}, "n_labels is not used by the aae model"),
+    ({**TINY_ENTRY, "options": {"device": "cuda"}}, "its options may be"),
+    ({key: value for key, value in TINY_ENTRY.items() if key != "seed"}, "exactly the keys"),
+    ({**TINY_ENTRY, "name": "../elsewhere"}, "not a plain folder name"),
+])
+def test_a_bad_registry_entry_is_one_line(make_pretrained, entry, message, tmp_path, capsys):
+    registry = write_registry(tmp_path / "REGISTRY.json", [entry])
+    assert make_pretrained.main(["--registry", str(registry), "--out", str(tmp_path / "out"),
+                                 "--runs", str(tmp_path / "runs")]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert message in line and not (tmp_path / "runs").exists()
