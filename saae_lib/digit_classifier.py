@@ -77,7 +77,11 @@ def train_digit_classifier(epochs=3, seed=0, device=None, progress=None) -> tupl
     train_x, train_y = read_split(raw, train=True)
     test_x, test_y = read_split(raw, train=False)
     if settings.smoke_mode():
-        train_x, train_y, test_x, test_y = train_x[:3000], train_y[:3000], test_x[:1000], test_y[:1000]
+        pick = torch.Generator().manual_seed(seed)  # random subsets: MNIST's files are ordered (never the first n)
+        train_index = torch.randperm(len(train_x), generator=pick)[:3000]
+        test_index = torch.randperm(len(test_x), generator=pick)[:1000]
+        train_x, train_y = train_x[train_index], train_y[train_index]
+        test_x, test_y = test_x[test_index], test_y[test_index]
         epochs = 1
     train_x, train_y = (train_x.float() / 255).reshape(-1, 784).to(device), train_y.to(device)
     generator = torch.Generator(device).manual_seed(seed)

@@ -10,8 +10,9 @@ The numbers are measured on the model as loaded back from weights.pt (float16 we
 loads the folder measures exactly the manifest's numbers on the same data (`data` in the manifest identifies it).
 
 `export` writes a folder from a trainer, `verify` checks one, `load` makes a Trainer of one and `fetch` downloads one
-into the cache. The hashes catch damage and changed files, not a forger who rewrites the manifest as well: fetch only
-from addresses you trust. A model trained in smoke mode says so (`smoke` in the manifest, and the trainer `load`
+into the cache (by default from pretrained/ at this version's tag in the book's repository, settings.REPOSITORY).
+The hashes catch damage and changed files, not a forger who rewrites the manifest as well: fetch only from addresses
+you trust. A model trained in smoke mode says so (`smoke` in the manifest, and the trainer `load`
 returns carries it, like any smoke run).
 """
 
@@ -367,10 +368,23 @@ def cache_folder(name: str) -> Path:
     return settings.cache_dir() / "pretrained" / __version__ / name
 
 
-def fetch(name: str, *, base_url: str, cache: str | os.PathLike | None = None,
+def default_base_url(repository: str = settings.REPOSITORY, version: str = __version__) -> str:
+    """Where `fetch` downloads from unless told otherwise: the raw files of pretrained/ at the tag v{version} of the
+    GitHub repository `repository` (the tag, not a branch, so a version always gets the models made for it)."""
+    address = urllib.parse.urlsplit(repository.strip())
+    parts = [part for part in address.path.split("/") if part]
+    if address.scheme != "https" or address.netloc.lower() != "github.com" or len(parts) != 2:
+        raise PretrainedError(f"the book's repository {repository!r} is not https://github.com/OWNER/NAME, so there is "
+                              "no default address for pretrained models: pass base_url")
+    owner, repo = parts[0], parts[1].removesuffix(".git")
+    return f"https://raw.githubusercontent.com/{owner}/{repo}/v{version}/pretrained"
+
+
+def fetch(name: str, *, base_url: str | None = None, cache: str | os.PathLike | None = None,
           timeout: float = DEFAULT_TIMEOUT_S) -> Path:
     """Download the pretrained model `name` from {base_url}/{name}/ into `cache` (default: cache_folder(name)) and
     return that folder, verified. A folder already there that verifies is used as it is, without the network.
+    base_url defaults to default_base_url(): pretrained/ at this version's tag in the book's repository.
 
     Files are downloaded into a hidden folder beside `cache` and checked against the manifest's sizes and SHA-256s;
     only then are they moved in, the manifest last, so nothing half-downloaded ever looks like a pretrained folder.
@@ -387,6 +401,8 @@ def fetch(name: str, *, base_url: str, cache: str | os.PathLike | None = None,
     if folder.exists() and not folder.is_dir():
         raise PretrainedError(f"{folder} is a file, where the pretrained model {name!r} would go: move it away or "
                               "choose another cache folder")
+    if base_url is None:
+        base_url = default_base_url()
     base = f"{base_url.rstrip('/')}/{urllib.parse.quote(name)}"
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)

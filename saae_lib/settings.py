@@ -1,4 +1,4 @@
-"""Run-wide settings: smoke mode, device choice, seeding, cache folders."""
+"""Run-wide settings: the book's repository, smoke mode, device choice, seeding, cache folders."""
 
 import os
 import random
@@ -6,6 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+# Where the book and this library are published: the one place the address is written. The chapters' Colab install
+# cells (git+REPOSITORY@v__version__), _config.yml's repository buttons and pyproject.toml's project URL are copies
+# that scripts/sync_repository.py writes from it, and pretrained.fetch downloads from this version's tag there. It is
+# here, in the package, because the copy installed in Colab needs it too; a plain literal, so that the publishing
+# scripts read it without importing the library (and torch).
+REPOSITORY = "https://github.com/aae-book/adversarial-autoencoders-book"
 
 ON, OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 

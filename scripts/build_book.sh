@@ -2,6 +2,7 @@
 # Build the Jupyter Book into _build/html, failing on any Sphinx warning.
 #
 #   bash scripts/build_book.sh                        # uses .venv/bin/python, writes _build/html
+#   PYTHON=.venv-book/bin/python bash scripts/build_book.sh   # what make book does (Jupyter Book alone)
 #   PYTHON=python3 bash scripts/build_book.sh         # another Python that has jupyter-book 1.x
 #   BOOK_OUTPUT=/tmp/x bash scripts/build_book.sh     # writes /tmp/x/_build/html instead
 #

@@ -87,9 +87,10 @@ def _missing(reason: str):
 
 @pytest.mark.parametrize("doc", NOTEBOOKS)
 def test_colab_install_cell_uses_repository_url(doc):
-    """The Colab install cell installs the library from the repository named in _config.yml, pinned to the tag of
-    this version (saae_lib.__version__), so a reader gets the code the chapter was written for."""
-    url = _config()["repository"]["url"].rstrip("/")
+    """The Colab install cell installs the library from the book's repository (saae_lib.settings.REPOSITORY, which
+    scripts/sync_repository.py writes there and into _config.yml), pinned to the tag of this version
+    (saae_lib.__version__), so a reader gets the code the chapter was written for."""
+    url = saae_lib.settings.REPOSITORY
     pinned = f"git+{url}@v{saae_lib.__version__}"
     nb = json.loads((ROOT / f"{doc}.ipynb").read_text())
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]

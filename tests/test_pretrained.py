@@ -252,6 +252,18 @@ def test_fetch_default_cache_and_a_damaged_cache_fetched_again(server):
     assert pretrained.verify(cache)["files"] == manifest_of(server.files)["files"]
 
 
+def test_fetch_without_base_url_downloads_from_the_default_address(server, tmp_path, monkeypatch):
+    """No base_url: fetch asks default_base_url(), which is pretrained/ at this version's tag of the book's repository
+    (here pointed at the local server: the test has no network)."""
+    slug = settings.REPOSITORY.removeprefix("https://github.com/")
+    assert pretrained.default_base_url() == (f"https://raw.githubusercontent.com/{slug}/v{saae_lib.__version__}"
+                                             "/pretrained")
+    monkeypatch.setattr(pretrained, "default_base_url", lambda: server.url)
+    cache = tmp_path / "cache" / "tiny-aae"
+    assert pretrained.fetch("tiny-aae", cache=cache) == cache
+    assert pretrained.verify(cache) == manifest_of(server.files)
+
+
 def test_fetch_refuses_a_tampered_file_and_keeps_nothing(server, tmp_path):
     flip_a_byte(server.files)
     cache = tmp_path / "cache" / "tiny-aae"
