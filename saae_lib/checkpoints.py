@@ -134,23 +134,30 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def left_behind(leftover: Path, pid: int | None) -> bool:
+    """A temporary file or folder whose writer (`pid`, None for an older name without one) is gone: another process's,
+    untouched for STALE_AFTER_S, and its process dead (no pid: older than this process). OSError if it is gone."""
+    if pid == os.getpid():
+        return False
+    modified = leftover.stat().st_mtime
+    if time.time() - modified < STALE_AFTER_S:
+        return False
+    return modified < STARTED if pid is None else not process_alive(pid)
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Remove the temporary files of `path` whose writer is gone (runs killed while saving leave them behind)."""
     try:
         names = os.listdir(path.parent)
     except OSError:
         return
-    now = time.time()
     for name in names:
         pid = temporary_pid(name, path.name)
-        if pid is False or pid == os.getpid():
+        if pid is False:
             continue
         leftover = path.parent / name
         try:
-            modified = leftover.stat().st_mtime
-            if now - modified < STALE_AFTER_S or (pid is None and modified >= STARTED):
-                continue
-            if pid is None or not process_alive(pid):
+            if left_behind(leftover, pid):
                 leftover.unlink()
         except OSError:  # gone already, or not ours to remove: never a reason to fail a save
             continue
@@ -332,12 +339,11 @@ def checked_config(state: dict, path: Path) -> dict:
         if option not in config and model is not None and (option not in MODEL_OPTIONS or option in model.uses()):
             config = {**config, option: before}
     try:
-        config = TrainConfig(**config)
-        config.resolved()
+        resolved = TrainConfig(**config).resolved()
     except (ConfigError, TypeError) as error:
         raise DamagedCheckpoint(f"{path} holds an invalid configuration ({error}); {RETRAIN}",
                                 f"invalid configuration: {error}") from None
-    return asdict(config)
+    return asdict(resolved)  # what the Trainer saved (its resolved config), checked
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -388,20 +394,17 @@ def shape_text(shape) -> str:
 
 
 def check_weights(state: dict, config: dict, path: Path) -> None:
-    """Refuse weights that do not fit the model `config` describes, before that model is built: it is built on the
-    meta device (no memory, no random draw), so a small file cannot make the loader build a huge model."""
+    """Refuse weights that do not fit the model `config` (a resolved config, checked already) describes, before that
+    model is built: it is built on the meta device (no memory, no random draw), so a small file cannot make the
+    loader build a huge model."""
     model = config["model"]
     weights = state["model"]
     if not isinstance(weights, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
                                                 for key, value in weights.items()):
         raise DamagedCheckpoint(f"{path} is damaged: its weights are not a table of tensors; {RETRAIN}",
                                 "weights are not a table of tensors")
-    try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            expected = MODELS[model].from_config(TrainConfig(**config).resolved()).state_dict()
-    except (ConfigError, ValueError, TypeError) as error:
-        raise DamagedCheckpoint(f"{path} holds an invalid configuration ({error}); {RETRAIN}",
-                                f"invalid configuration: {error}") from None
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        expected = MODELS[model].from_config(TrainConfig(**config)).state_dict()
     problem = None
     for key, value in expected.items():
         if key not in weights:

@@ -19,11 +19,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-try:
-    import fcntl  # one writer per --out (run_lock); not on Windows
-except ImportError:  # pragma: no cover
-    fcntl = None
-
 import numpy as np
 import torch
 
@@ -322,9 +317,8 @@ class RunPlace:
         return f"{interrupted_word(error)}: {self.kept()}; {self.hint()}"
 
     def write_failed(self, what: str, error: OSError, note: str = "") -> str:
-        full = error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         return (f"{what} ({error.strerror or error}): {note}{self.kept()}; "
-                f"{self.hint('free some space, then ' if full else 'fix that, then ')}")
+                f"{self.hint('free some space, then ' if disk_full(error) else 'fix that, then ')}")
 
     def diverged(self, where: str, trainer: Trainer) -> str:
         rates = "--lr, --adversarial-lr" if getattr(trainer.config, "adversarial_lr", None) is not None else "--lr"
@@ -359,13 +353,7 @@ def command_train(args) -> int:
         raise Usage(f"{out} is where the --force run of {owner} trains: continue it with: "
                     f"{command_line('train', args.model, '--out', owner, '--resume')}")
     config = None
-    if args.resume:
-        if not (out / CHECKPOINT_NAME).is_file() and find_partial(out) is None:
-            raise Usage(f"--resume: no {CHECKPOINT_NAME} in {out}; train a model there first")
-    else:
-        if (out / CHECKPOINT_NAME).is_file() and not args.force:
-            raise Usage(f"{out} already holds a trained model: pass --force to replace it, or --resume to continue "
-                        "it")
+    if not args.resume:  # (whether --out may be written, or continued, is checked under its lock: train_locked)
         try:
             config = TrainConfig(model=args.model, device=args.device or "auto", **given_options(args)).resolved()
         except ConfigError as error:
@@ -656,9 +644,14 @@ COMMANDS = {"train": command_train, "evaluate": command_evaluate, "sample": comm
             "predict": command_predict, "encode": command_encode}
 
 
+def disk_full(error: OSError) -> bool:
+    """No space left (or over a disk quota)."""
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
 def describe(error: OSError) -> str:
     where = f"{error.filename}: " if error.filename else ""
-    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    if disk_full(error):
         return f"{where}{error.strerror or error}; free some space and run it again"
     return f"{where}{error.strerror or error}; check the path, its permissions and the free disk space"
 

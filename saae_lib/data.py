@@ -43,8 +43,9 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return settings.cache_dir() / "data"
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file (hashlib's `algorithm`), read a MiB at a time."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
@@ -66,7 +67,7 @@ def ensure_mnist_files(root: str | os.PathLike | None = None, download: bool = T
             f"({', '.join(MNIST_FILES)}) there, or point SAAE_DATA_DIR (or root=) at a folder holding MNIST/raw/."
         )
     for name, expected in MNIST_FILES.items():
-        actual = md5sum(raw / name)
+        actual = file_digest(raw / name, "md5")
         if actual != expected:
             raise DataError(
                 f"{raw / name} is damaged: MD5 {actual}, expected {expected}. "

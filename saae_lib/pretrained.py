@@ -25,7 +25,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,7 +37,6 @@ from . import __version__, evaluation, settings
 from .checkpoints import (
     PLACEMENT_OPTIONS,
     RUN_NAME,
-    STALE_AFTER_S,
     UPGRADE,
     CheckpointError,
     DamagedCheckpoint,
@@ -47,10 +45,11 @@ from .checkpoints import (
     atomic_write_text,
     check_weights,
     data_fingerprint,
-    process_alive,
+    left_behind,
     read_state,
     sync_folder,
 )
+from .data import file_digest
 from .training import CONFIG_FIELDS, ConfigError, TrainConfig, Trainer
 
 MANIFEST_NAME = "manifest.json"
@@ -63,7 +62,7 @@ MANIFEST_KEYS = ("format", "name", "model", "smoke", "recipe", "seed", "saae_lib
 REBUILD = "download it again, or rebuild it with make pretrained"
 # A manifest is a few kilobytes (its history: about 200 bytes an epoch); anything far larger is not one.
 MANIFEST_LIMIT = 8 << 20
-CHUNK = 1 << 20  # bytes read at a time when hashing or downloading
+CHUNK = 1 << 20  # bytes read at a time when downloading
 DEFAULT_TIMEOUT_S = 30.0  # seconds without an answer before a download gives up
 
 
@@ -199,15 +198,7 @@ def machine(trainer: Trainer) -> dict:
 
 
 def file_entry(path: Path) -> dict:
-    return {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return {"sha256": file_digest(path, "sha256"), "bytes": path.stat().st_size}
 
 
 # -- verify ----------------------------------------------------------------------------------------------------
@@ -302,7 +293,7 @@ def check_file(path: Path, entry: dict, advice: str) -> None:
         if size != entry["bytes"]:
             raise PretrainedError(f"{path} has {size:,} bytes, its manifest says {entry['bytes']:,}: it was cut short "
                                   f"or changed; {advice}")
-        digest = sha256_of(path)
+        digest = file_digest(path, "sha256")
     except FileNotFoundError:
         raise PretrainedError(f"{path} is missing ({MANIFEST_NAME} lists it); {advice}") from None
     except OSError as error:
@@ -335,8 +326,7 @@ def rebuild(folder: Path, recipe: dict, history: list, smoke: bool, data, device
     if missing:
         raise PretrainedError(f"{manifest_path} is damaged (its recipe lacks {', '.join(missing)}); {REBUILD}")
     try:
-        config = TrainConfig(**recipe, device=device or "auto")
-        config.resolved()
+        config = TrainConfig(**recipe, device=device or "auto").resolved()
     except (ConfigError, TypeError) as error:
         raise PretrainedError(f"{manifest_path} holds an invalid recipe ({error}); {REBUILD}") from None
     weights = read_weights(folder / WEIGHTS_NAME, config)
@@ -501,6 +491,5 @@ def remove_stale_downloads(folder: Path) -> None:
             pid = entry[len(prefix):].split("-", 1)[0]
             leftover = folder.parent / entry
             with contextlib.suppress(OSError):
-                if (pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid))
-                        and time.time() - leftover.stat().st_mtime > STALE_AFTER_S):
+                if pid.isdigit() and left_behind(leftover, int(pid)):
                     shutil.rmtree(leftover, ignore_errors=True)

@@ -18,7 +18,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from .checkpoints import CHECKPOINT_NAME, CheckpointError, read_checkpoint, sync_folder
+from .checkpoints import CHECKPOINT_NAME, CheckpointError, read_checkpoint, sync_folder, temporary_pid
 
 try:
     import fcntl
@@ -47,7 +47,7 @@ LOCK_NAME = ".saae.lock"  # in --out while `train` writes there: its pid; remove
 
 @contextlib.contextmanager
 def run_lock(out: Path):
-    """Hold the lock of the run folder `out`; a second writer is refused (Usage) with the first one's pid."""
+    """Hold the lock of the run folder `out`; a second writer is refused (RunFolderError) with the first one's pid."""
     handle = take_lock(out)
     try:
         yield
@@ -139,7 +139,7 @@ def partial_owner(folder: Path) -> str | None:
 def ours(name: str) -> bool:
     """A file saae_lib writes in a partial folder (or the temporary file of one)."""
     return name in (PARTIAL_MARKER, CHECKPOINT_NAME, METRICS_NAME) or any(
-        name.startswith(f".{written}.") and name.endswith(".tmp") for written in (CHECKPOINT_NAME, METRICS_NAME))
+        temporary_pid(name, written) is not False for written in (CHECKPOINT_NAME, METRICS_NAME))
 
 
 def check_partial(folder: Path, out: Path) -> None:

@@ -31,7 +31,15 @@ with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to t
     from tqdm.auto import tqdm
 
 GENERIC_DEFAULTS = dict(lr_schedule="constant")  # for models whose defaults do not say
-DEFAULTS = {kind: {**GENERIC_DEFAULTS, **model.defaults} for kind, model in MODELS.items()}
+
+
+def defaults_of(model: type[Model]) -> dict:
+    """A model's recommended settings, with those every model shares where it does not say (`resolved` asks this,
+    not DEFAULTS, so that a model registered after import has its defaults too)."""
+    return {**GENERIC_DEFAULTS, **model.defaults}
+
+
+DEFAULTS = {kind: defaults_of(model) for kind, model in MODELS.items()}
 FAST_EPOCHS = 2
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine")
@@ -136,8 +144,7 @@ class TrainConfig:
             if getattr(self, name) is not None and name not in model.uses():
                 raise ConfigError(name, f"{name} is not used by the {self.model} model "
                                         f"(it is used by {', '.join(users_of(name))})")
-        defaults = {**GENERIC_DEFAULTS, **model.defaults}
-        filled = {key: value for key, value in defaults.items() if getattr(self, key) is None}
+        filled = {key: value for key, value in defaults_of(model).items() if getattr(self, key) is None}
         if "epochs" in filled and (settings.smoke_mode() if smoke is None else smoke):
             filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
         config = replace(self, **filled)
@@ -262,10 +269,11 @@ def build_model(config: TrainConfig, device: torch.device) -> Model:
 
 
 def training_data(config: TrainConfig, data: MNIST | None, device: torch.device, smoke: bool) -> MNIST:
-    """The run's data on its device: `data` if given (checked against the config), else MNIST from disk."""
+    """The run's data on its device: `data` if given (checked against the config and for what a model would train on
+    wrongly), else MNIST from disk (float pixels in [0, 1] by construction)."""
     if data is None:
-        data = load_mnist(device=device, validation_size=config.validation_size, smoke=smoke)
-    elif data.validation_size is not None and data.validation_size != config.validation_size:
+        return load_mnist(device=device, validation_size=config.validation_size, smoke=smoke)
+    if data.validation_size is not None and data.validation_size != config.validation_size:
         raise ConfigError("validation_size", f"the data holds out {data.validation_size} validation images, the "
                                              f"config asks for validation_size={config.validation_size}")
     check_training_data(data)
