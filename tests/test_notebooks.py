@@ -46,6 +46,19 @@ def test_first_output_names_the_device(path):
     assert texts and texts[0].startswith("device: "), f"{path.name}: the first output should say which device ran it"
 
 
+NBVAL_COMMENT = re.compile(r"^\s*#\s*(NBVAL_[A-Z_]+|PYTEST_VALIDATE_IGNORE_OUTPUT)\s*$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nbval_markers_live_in_cell_metadata(path):
+    """The book shows every code cell: nbval's markers are cell tags (nbval-check-output), never comments in the
+    code a reader sees; and each chapter still has cells whose output nbval checks."""
+    cells = code_cells(path)
+    assert not [cell for cell in cells if NBVAL_COMMENT.search("".join(cell["source"]))], (
+        f"{path.name}: move nbval comment markers into the cell's tags")
+    assert any("nbval-check-output" in cell["metadata"].get("tags", []) for cell in cells)
+
+
 def test_notebook_metadata_is_stripped():
     result = subprocess.run([sys.executable, "-m", "nbstripout", "--verify", "--keep-output", "--keep-count",
                              *map(str, NOTEBOOKS)], capture_output=True, text=True)
