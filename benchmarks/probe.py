@@ -8,26 +8,82 @@ Options are TrainConfig fields as key=value (values read as JSON, else as text);
 rest, and options it does not use are refused as everywhere else. Every `--every` epochs and at the end, one JSON line
 goes to benchmarks/results/probes.jsonl (--out): the model, the options, the seed, the epoch, the losses and the
 validation numbers of the model's measures (evaluation.validation_metrics; the judge reads 500 digits per label).
+--ema DECAY [DECAY ...] also keeps an exponential moving average of the weights for each decay (updated after
+every training step; it never changes the run) and measures its validation error as val_error_ema_DECAY;
+--recalibrate also measures the validation error with the batch-norm statistics re-estimated on the clean training
+images (val_error_recalibrated, and val_error_ema_DECAY_recalibrated): probes of what evaluation can gain.
 With --test, one more line holds the test set's numbers of the trained model (evaluation.test_metrics): for a recipe
 already chosen on the validation split, measured once.
 """
 
 import argparse
+import copy
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from saae_lib import evaluation, settings
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from saae_lib import evaluation, metrics, settings
 from saae_lib.training import ConfigError, TrainConfig, Trainer
 
 OUT = Path("benchmarks/results/probes.jsonl")
+COMMIT = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+MACHINE = (f"{torch.get_num_threads()}-thread CPU, {'with' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'no'} "
+           "bf16 units" if not torch.cuda.is_available() else torch.cuda.get_device_name())
 JUDGED_PER_LABEL = 500  # generated digits per label read by the judge at each measurement
 
 
 def validation_numbers(trainer: Trainer) -> dict:
     """The model's measures on the validation split."""
     return evaluation.validation_metrics(trainer, judged_per_label=JUDGED_PER_LABEL)
+
+
+def with_averages(trainer: Trainer, decays: list[float]) -> dict[str, AveragedModel]:
+    """EMA copies of the model, updated after every training step (the run itself is unchanged)."""
+    averages = {f"{decay:g}": AveragedModel(trainer.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+                for decay in decays}
+    step = trainer.step_function()
+
+    def step_and_average(x, y):
+        losses = step(x, y)
+        for average in averages.values():
+            average.update_parameters(trainer.model)
+        return losses
+
+    trainer.step_function = lambda: step_and_average
+    return averages
+
+
+@torch.no_grad()
+def recalibrated(model, images, batch_size=500):
+    """A copy of the model whose batch-norm statistics are the plain averages over `images` (clean training images)."""
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    for start in range(0, len(images), batch_size):
+        model.encoder(images[start:start + batch_size])
+    return model.eval()
+
+
+def evaluation_variants(trainer: Trainer, averages: dict, recalibrate: bool) -> dict:
+    """Validation error of the EMA copies and of batch-norm statistics re-estimated on clean images."""
+    data, result = trainer.data, {}
+    models = {"": trainer.model, **{f"_ema_{name}": average.module for name, average in averages.items()}}
+    for suffix, model in models.items():
+        if suffix:
+            result[f"val_error{suffix}"] = metrics.classification_error(
+                metrics.predict(model.eval(), data.val_images), data.val_labels)
+        if recalibrate:
+            result[f"val_error{suffix}_recalibrated"] = metrics.classification_error(
+                metrics.predict(recalibrated(model, data.train_images), data.val_images), data.val_labels)
+    return result
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -51,6 +107,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=int, default=5, help="measure every this many epochs (and at the end)")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--ema", type=float, nargs="+", default=[], metavar="DECAY",
+                        help="also measure EMA weights with these decays (classification models)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="also measure with batch-norm statistics re-estimated on clean training images")
     parser.add_argument("--test", action="store_true",
                         help="once trained, measure the test set too (a final recipe only: tune on validation)")
     args = parser.parse_args(argv)
@@ -61,12 +121,18 @@ def main(argv=None) -> int:
         trainer = Trainer(TrainConfig(model=args.model, seed=args.seed, **options))
     except (ConfigError, ValueError, TypeError) as error:
         parser.error(str(error))
+    if (args.ema or args.recalibrate) and "classification" not in trainer.model.measures:
+        parser.error("--ema and --recalibrate measure classification error: use semi or supervised")
+    if args.recalibrate and not trainer.config.batch_norm:
+        parser.error("--recalibrate needs batch_norm=true")
+    averages = with_averages(trainer, args.ema)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
     def write(numbers: dict):
-        row = {"model": args.model, "options": options, "seed": args.seed, **numbers,
+        row = {"model": args.model, "options": options, "seed": args.seed, "commit": COMMIT, "machine": MACHINE,
+               **numbers,
                "elapsed_seconds": time.perf_counter() - start}
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")
@@ -76,7 +142,8 @@ def main(argv=None) -> int:
         epoch = epoch_record["epoch"]
         if epoch % args.every and epoch != trainer.config.epochs:
             return
-        write({**epoch_record, **validation_numbers(trainer)})
+        write({**epoch_record, **validation_numbers(trainer), **evaluation_variants(trainer, averages,
+                                                                                     args.recalibrate)})
 
     trainer.fit(callback=record, progress=False)
     if args.test:
