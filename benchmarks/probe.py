@@ -28,6 +28,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from saae_lib import evaluation, metrics, settings
+from saae_lib.checkpoints import atomic_save, save_checkpoint
 from saae_lib.training import ConfigError, TrainConfig, Trainer
 
 OUT = Path("benchmarks/results/probes.jsonl")
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
                         help="also measure EMA weights with these decays (classification models)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="also measure with batch-norm statistics re-estimated on clean training images")
+    parser.add_argument("--save", metavar="FOLDER",
+                        help="save the trained run there (checkpoint.pt, and ema-DECAY.pt: each average's weights)")
     parser.add_argument("--test", action="store_true",
                         help="once trained, measure the test set too (a final recipe only: tune on validation)")
     args = parser.parse_args(argv)
@@ -146,6 +149,10 @@ def main(argv=None) -> int:
                                                                                      args.recalibrate)})
 
     trainer.fit(callback=record, progress=False)
+    if args.save:
+        save_checkpoint(trainer, Path(args.save) / "checkpoint.pt")
+        for name, average in averages.items():
+            atomic_save(average.module.state_dict(), Path(args.save) / f"ema-{name}.pt")
     if args.test:
         write({"epoch": len(trainer.history), "test": evaluation.test_metrics(trainer)})
     return 0
