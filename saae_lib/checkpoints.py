@@ -36,7 +36,8 @@ EXTRA_KEYS = {1: {"format"}, 2: {"format"}, 3: {"format", "data"}}
 UPGRADE = "upgrade saae_lib (pip install -U saae-lib)"
 # Options added after a checkpoint format was fixed -> the value that describes runs saved before they existed (a
 # missing option must not take a newer default: the saved weights were trained without it).
-OPTIONS_ADDED_LATER = {"lr_schedule": "constant", "batch_norm": False, "cuda_graph": "off"}
+OPTIONS_ADDED_LATER = {"lr_schedule": "constant", "batch_norm": False, "cuda_graph": "off", "recipe": "full",
+                       "optimizer": "adam", "input_dropout": 0.0, "hidden_noise": 0.0}
 RETRAIN = "train the model again (python -m saae_lib train MODEL --out DIR --force) or restore the file"
 
 
@@ -482,9 +483,10 @@ PLACEMENT_OPTIONS = ("device", "cuda_graph")
 
 
 def same_run(saved: dict, wanted: dict) -> bool:
-    """Equal configs, up to PLACEMENT_OPTIONS."""
+    """Equal configs, up to PLACEMENT_OPTIONS and the recipe (its values are in the config: the same settings reached
+    through another recipe are the same run)."""
     def what(config):
-        return {**config, **dict.fromkeys(PLACEMENT_OPTIONS)}
+        return {**config, **dict.fromkeys((*PLACEMENT_OPTIONS, "recipe"))}
     return what(saved) == what(wanted)
 
 

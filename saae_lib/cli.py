@@ -599,12 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = "; ".join(f"{m}: {', '.join(f'{k}={v}' for k, v in d.items())}" for m, d in DEFAULTS.items())
+    quick = "; ".join(f"{kind}: {', '.join(f'{k}={v}' for k, v in model.recipes['quick'].items())}"
+                      for kind, model in MODELS.items() if model.recipes.get("quick"))
     uses = "; ".join(f"{kind}: {', '.join(FLAGS[o][0] for o in model_options(model))}"
                      for kind, model in MODELS.items() if model_options(model))
 
     train = commands.add_parser("train", help="train a model, write DIR/checkpoint.pt and DIR/metrics.json",
-                                description=f"Train a model on MNIST. Defaults per model: {defaults}. Options that "
-                                            f"only some models use: {uses}.")
+                                description=f"Train a model on MNIST. Defaults per model (the full recipe): "
+                                            f"{defaults}. The quick recipe (--recipe quick) changes: {quick}; the "
+                                            f"other models train their full recipe. Options that only some models "
+                                            f"use: {uses}.")
     train.add_argument("model", choices=MODELS)
     train.add_argument("--out", required=True, help="output folder")
     for option, (flag, keywords) in FLAGS.items():

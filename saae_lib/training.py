@@ -33,16 +33,20 @@ with warnings.catch_warnings():  # without ipywidgets, tqdm.auto falls back to t
 GENERIC_DEFAULTS = dict(lr_schedule="constant")  # for models whose defaults do not say
 
 
-def defaults_of(model: type[Model]) -> dict:
-    """A model's recommended settings, with those every model shares where it does not say (`resolved` asks this,
-    not DEFAULTS, so that a model registered after import has its defaults too)."""
-    return {**GENERIC_DEFAULTS, **model.defaults}
+def defaults_of(model: type[Model], recipe: str = "full") -> dict:
+    """A model's settings for a recipe (full: its `defaults`; quick: those with its `recipes["quick"]` changes),
+    with those every model shares where it does not say (`resolved` asks this, not DEFAULTS, so that a model
+    registered after import has its defaults too)."""
+    return {**GENERIC_DEFAULTS, **model.defaults, **model.recipes.get(recipe, {})}
 
 
 DEFAULTS = {kind: defaults_of(model) for kind, model in MODELS.items()}
 FAST_EPOCHS = 2
 PRECISIONS = ("auto", "bf16", "fp32")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("adam", "momentum")
+RECIPES = ("full", "quick")
+MOMENTUM = 0.9  # of the momentum optimizer (SGD), as in Makhzani et al.'s appendix
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
@@ -75,6 +79,7 @@ def widths(value) -> bool:
 POSITIVE_INT = Check(lambda v: _is_int(v) and v >= 1, "a positive integer")
 POSITIVE = Check(lambda v: _is_number(v) and v > 0, "a finite number > 0")
 NON_NEGATIVE = Check(lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+FRACTION = Check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 WIDTHS = Check(widths, "one or more positive layer widths")
 SWITCH = Check(lambda v: isinstance(v, bool), "True or False")
 
@@ -97,14 +102,21 @@ class TrainConfig:
 
     model: str = option("the model (a name in MODELS)", Check(lambda v: v in MODELS, "a model name"), default="aae",
                         cli=False)
+    recipe: str = option("full (default): the model's recommended settings, what the method reaches; quick: what a "
+                         "2-core CPU trains in a few minutes (fewer epochs where the full recipe is long; the same "
+                         "for the 2-D models). Options you give override the recipe's", one_of(RECIPES),
+                         default="full")
     epochs: int | None = option("epochs in total (default: the model's)", POSITIVE_INT)
     batch_size: int | None = option("images per training step (default: the model's)", POSITIVE_INT)
     latent_dim: int | None = option("size of the code z", POSITIVE_INT)
     hidden: tuple[int, ...] = option("widths of the hidden layers (default: 1000 1000)", WIDTHS,
                                      default=(1000, 1000))
     lr: float | None = option("learning rate of the reconstruction and classification phases", POSITIVE)
-    lr_schedule: str | None = option("constant, or cosine: every learning rate decays to ~0 over the run's epochs "
-                                     "(default: the model's)", one_of(LR_SCHEDULES))
+    lr_schedule: str | None = option("constant; cosine: every learning rate decays to ~0 over the run's epochs; "
+                                     "step: x0.1 after a hundredth and again after a fifth of them (the paper's 50 "
+                                     "and 1000 of 5000) (default: the model's)", one_of(LR_SCHEDULES))
+    optimizer: str = option("adam (default), or momentum: SGD with momentum 0.9, as in the paper (set lr and "
+                            "adversarial_lr for it, e.g. 0.1)", one_of(OPTIMIZERS), default="adam")
     precision: str = option("auto (default): bf16 where the hardware has it natively (CPUs with bf16 units; GPUs of "
                             "compute capability 8.0+ with the CUDA graph), else fp32", one_of(PRECISIONS),
                             default="auto")
@@ -128,6 +140,10 @@ class TrainConfig:
     n_clusters: int | None = option("number of clusters", Check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
                                     flag="--clusters")
     input_noise: float | None = option("std of Gaussian noise on the encoder's inputs", NON_NEGATIVE)
+    input_dropout: float | None = option("fraction of the encoder's input pixels dropped in training (inverted "
+                                         "dropout; before the input noise)", FRACTION)
+    hidden_noise: float | None = option("std of Gaussian noise after each of the encoder's hidden layers in "
+                                        "training", NON_NEGATIVE)
     balance: float | None = option("weight of the batch balance term", NON_NEGATIVE)
     adversarial_lr: float | None = option("learning rate of the adversarial phases", POSITIVE)
     batch_norm: bool | None = option("batch norm in the encoder's hidden layers (default: the model's)", SWITCH)
@@ -139,12 +155,14 @@ class TrainConfig:
         defaults. In smoke mode (default: settings.smoke_mode()) the default number of epochs is capped."""
         if self.model not in MODELS:
             raise ConfigError("model", f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        if self.recipe not in RECIPES:
+            raise ConfigError("recipe", f"recipe must be {OPTIONS['recipe'].check.description}, got {self.recipe!r}")
         model = MODELS[self.model]
         for name in MODEL_OPTIONS:
             if getattr(self, name) is not None and name not in model.uses():
                 raise ConfigError(name, f"{name} is not used by the {self.model} model "
                                         f"(it is used by {', '.join(users_of(name))})")
-        filled = {key: value for key, value in defaults_of(model).items() if getattr(self, key) is None}
+        filled = {key: value for key, value in defaults_of(model, self.recipe).items() if getattr(self, key) is None}
         if "epochs" in filled and (settings.smoke_mode() if smoke is None else smoke):
             filled["epochs"] = min(filled["epochs"], FAST_EPOCHS)
         config = replace(self, **filled)
@@ -218,9 +236,12 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
     "cosine" ends the adversarial game at rest instead of wherever its last swing was: 1 in the first epoch, then
     half a cosine down to 0.5 * (1 + cos(pi * (epochs - 1) / epochs)), about 1 % of the full rate for 15 epochs;
-    epochs beyond `epochs` keep that last rate."""
+    epochs beyond `epochs` keep that last rate. "step" is the paper's: x0.1 after the first 1 % of the epochs (at
+    least one epoch) and x0.1 again after 20 % (at least two)."""
     if schedule == "constant":
         return 1.0
+    if schedule == "step":  # the paper's cuts at epochs 50 and 1000 of its 5000, as fractions of the run
+        return 0.1 ** ((epoch > max(1, round(0.01 * epochs))) + (epoch > max(2, round(0.2 * epochs))))
     return 0.5 * (1 + math.cos(math.pi * (min(epoch, epochs) - 1) / epochs))
 
 
@@ -252,7 +273,11 @@ def placement(config: TrainConfig, device: torch.device | None = None) -> Placem
     if config.cuda_graph == "on" and device.type != "cuda":
         raise ConfigError("cuda_graph", f"a CUDA graph needs a CUDA device, not {device}: use cuda_graph='auto' or "
                                         "'off'")
-    graph = config.cuda_graph == "on" or (config.cuda_graph == "auto" and device.type == "cuda")
+    if config.cuda_graph == "on" and config.optimizer != "adam":
+        raise ConfigError("cuda_graph", "the CUDA graph replays Adam's update only: use cuda_graph='auto' or 'off' "
+                                        "with optimizer='momentum'")
+    graph = config.cuda_graph == "on" or (config.cuda_graph == "auto" and device.type == "cuda"
+                                          and config.optimizer == "adam")
     # "auto" uses bf16 on CPUs with bf16 units, where these matmul-bound MLPs run about 3x faster, and on a GPU
     # that replays the step as a CUDA graph (AAE epoch on an H200: 0.13 s vs 0.21 s in fp32). A GPU that launches
     # kernel by kernel is bound by the launches, and autocast's extra casts made it slower.
@@ -295,7 +320,8 @@ class Trainer:
         self.model = build_model(self.config, self.device)
         phases = self.model.phases()
         self.base_lrs = {name: getattr(self.config, phase.lr) for name, phase in phases.items()}
-        self.optimizers = {name: self.adam([getattr(self.model, part) for part in phase.modules], self.base_lrs[name])
+        make = self.adam if self.config.optimizer == "adam" else self.momentum_sgd
+        self.optimizers = {name: make([getattr(self.model, part) for part in phase.modules], self.base_lrs[name])
                            for name, phase in phases.items()}
         self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
         self.graphed_step = None  # made at the first fit, after any checkpoint is loaded
@@ -323,6 +349,10 @@ class Trainer:
         if self.use_cuda_graph:
             return torch.optim.Adam(params, lr=torch.tensor(lr, device=self.device), fused=True, capturable=True)
         return torch.optim.Adam(params, lr=lr, fused=self.device.type in {"cpu", "cuda"})
+
+    def momentum_sgd(self, modules, lr) -> torch.optim.Optimizer:
+        """The paper's optimizer: SGD with momentum (not replayed by a CUDA graph: the placement turns it off)."""
+        return torch.optim.SGD([p for module in modules for p in module.parameters()], lr=lr, momentum=MOMENTUM)
 
     # -- the shared loop ------------------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None, callback=None, progress: bool | None = None) -> list[dict]:

@@ -108,8 +108,8 @@ def test_class_conditional_discriminator_with_a_gaussian_prior():
 
 @pytest.mark.parametrize("n_classes", [10, 16])
 def test_semi_supervised_shapes(images, n_classes):
-    model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_labels=100, input_noise=0.3, balance=0.0, batch_norm=False,
-                              n_classes=n_classes)
+    model = SemiSupervisedAAE(latent_dim=5, hidden=HIDDEN, n_labels=100, input_noise=0.3, input_dropout=0.0,
+                              hidden_noise=0.0, balance=0.0, batch_norm=False, n_classes=n_classes)
     y, z = model.label_probabilities(images), model.encode(images)
     assert y.shape == (6, n_classes) and z.shape == (6, 5)
     torch.testing.assert_close(y.sum(1), torch.ones(6))

@@ -2,6 +2,7 @@
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -333,8 +334,75 @@ def test_lr_factor():
     cosine = [training.lr_factor("cosine", e, 4) for e in (1, 2, 3, 4, 5)]
     assert cosine[0] == 1.0 and cosine[2] == pytest.approx(0.5) and cosine[3] == pytest.approx(0.1464, abs=1e-4)
     assert cosine[4] == cosine[3]  # beyond the run's epochs: the last rate
-    with pytest.raises(training.ConfigError, match="lr_schedule must be one of constant, cosine"):
-        TrainConfig(model="ae", lr_schedule="step").resolved()
+    with pytest.raises(training.ConfigError, match="lr_schedule must be one of constant, cosine, step"):
+        TrainConfig(model="ae", lr_schedule="linear").resolved()
+
+
+def test_step_schedule_cuts_at_the_papers_fractions_of_the_run():
+    # the paper's cuts at epochs 50 and 1000 of 5000
+    assert [training.lr_factor("step", e, 5000) for e in (50, 51, 1000, 1001)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    # a short run still has a first epoch at the full rate and one at a tenth
+    assert [training.lr_factor("step", e, 10) for e in (1, 2, 3)] == pytest.approx([1, 0.1, 0.01])
+
+
+# -- recipes -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_every_recipe_is_made_of_options_the_model_uses(kind):
+    model = MODELS[kind]
+    assert set(model.recipes) <= set(training.RECIPES) - {"full"}, "recipes other than full change the defaults"
+    for recipe, changes in model.recipes.items():
+        assert changes and set(changes) <= set(model.uses()) | set(training.GENERIC_DEFAULTS) | {"epochs"}, recipe
+        assert any(model.defaults.get(k, training.GENERIC_DEFAULTS.get(k)) != v for k, v in changes.items()), \
+            f"the {recipe} recipe of {kind} changes nothing"
+    for recipe in training.RECIPES:
+        TrainConfig(model=kind, recipe=recipe).resolved()  # each recipe is a valid run
+
+
+def test_quick_recipe_fills_defaults_and_given_options_win():
+    full, quick = (TrainConfig(model="semi", recipe=r).resolved() for r in ("full", "quick"))
+    assert quick.epochs == MODELS["semi"].recipes["quick"]["epochs"] != full.epochs
+    assert TrainConfig(model="semi", recipe="quick", epochs=7).resolved().epochs == 7
+    assert TrainConfig(model="ae", recipe="quick").resolved() == replace(TrainConfig(model="ae").resolved(),
+                                                                        recipe="quick")
+    with pytest.raises(training.ConfigError, match="recipe must be one of full, quick"):
+        TrainConfig(model="semi", recipe="fast").resolved()
+
+
+# -- optimizers and corruptions --------------------------------------------------------------------------------------
+def test_momentum_optimizer_trains_with_sgd(tiny_mnist, tiny_options):
+    trainer = train("aae", data=tiny_mnist, epochs=1, optimizer="momentum", lr=0.05, adversarial_lr=0.05,
+                    progress=False, **tiny_options)
+    assert all(isinstance(o, torch.optim.SGD) and o.param_groups[0]["momentum"] == training.MOMENTUM
+               for o in trainer.optimizers.values())
+    assert math.isfinite(trainer.history[-1]["reconstruction"])
+    with pytest.raises(training.ConfigError, match="CUDA graph replays Adam"):
+        training.placement(TrainConfig(model="aae", optimizer="momentum", cuda_graph="on").resolved(),
+                           torch.device("cuda"))
+
+
+@pytest.mark.parametrize("corruption", [dict(input_dropout=0.2), dict(hidden_noise=0.3)])
+def test_corruptions_change_training_and_not_evaluation(tiny_mnist, tiny_options, corruption):
+    plain = train("semi", data=tiny_mnist, epochs=1, n_labels=20, progress=False, **tiny_options)
+    corrupted = train("semi", data=tiny_mnist, epochs=1, n_labels=20, progress=False, **tiny_options, **corruption)
+    assert without_time(plain.history) != without_time(corrupted.history)
+    model, x = corrupted.model.eval(), tiny_mnist.test_images[:8]
+    assert torch.equal(model.label_probabilities(x), model.label_probabilities(x))  # no noise when evaluating
+
+
+def test_corruptions_of_zero_draw_no_random_numbers(tiny_mnist, tiny_options):
+    plain = train("semi", data=tiny_mnist, epochs=1, n_labels=20, progress=False, **tiny_options)
+    zero = train("semi", data=tiny_mnist, epochs=1, n_labels=20, input_dropout=0.0, hidden_noise=0.0,
+                 progress=False, **tiny_options)
+    assert without_time(plain.history) == without_time(zero.history)
+
+
+def test_input_dropout_drops_that_fraction_and_keeps_the_mean():
+    x = torch.full((200, 784), 0.5)
+    out = models.dropped(x, 0.2, torch.Generator().manual_seed(0))
+    assert (out == 0).float().mean() == pytest.approx(0.2, abs=0.01)
+    assert out.mean() == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(training.ConfigError, match="input_dropout must be a number in"):
+        TrainConfig(model="semi", input_dropout=1.0).resolved()
 
 
 def test_cosine_schedule_changes_the_run_from_the_second_epoch(tiny_mnist, tiny_options):
