@@ -15,7 +15,7 @@ from .models import (
 )
 from .priors import CategoricalPrior, GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior
 from .settings import pick_device, seed_everything, smoke_mode, smoke_note
-from .training import DEFAULTS, TrainConfig, Trainer, train
+from .training import DEFAULTS, TrainConfig, Trainer, defaults_of, machine_recipe, train
 
 __all__ = [
     "load_checkpoint", "save_checkpoint", "train_or_load",
@@ -24,5 +24,5 @@ __all__ = [
     "SupervisedClassifier",
     "CategoricalPrior", "GaussianPrior", "MixtureOfGaussiansPrior", "SwissRollPrior", "make_prior",
     "pick_device", "seed_everything", "smoke_mode", "smoke_note",
-    "DEFAULTS", "TrainConfig", "Trainer", "train",
+    "DEFAULTS", "TrainConfig", "Trainer", "defaults_of", "machine_recipe", "train",
 ]

@@ -95,11 +95,15 @@ class SemiSupervisedEncoder(nn.Module):
     def forward(self, x, *, hidden_noise: float = 0.0, generator=None):
         """hidden_noise: std of Gaussian noise added after each hidden ReLU (training phases only; Ladder networks
         and Improved GAN regularise MLP classifiers of few labels this way)."""
-        features = x
-        for layer in self.trunk:
-            features = layer(features)
-            if hidden_noise and isinstance(layer, nn.ReLU):
-                features = noisy(features, hidden_noise, generator)
+        if not hidden_noise:
+            features = self.trunk(x)  # B, hidden[-1]
+        else:
+            features = x
+            for layer in self.trunk.modules():  # the layers in order, inside the nested Sequentials
+                if not isinstance(layer, nn.Sequential):
+                    features = layer(features)
+                    if isinstance(layer, nn.ReLU):
+                        features = noisy(features, hidden_noise, generator)
         return self.label_head(features), self.style_head(features)  # (B, n_classes), (B, latent_dim)
 
 

@@ -286,6 +286,13 @@ def placement(config: TrainConfig, device: torch.device | None = None) -> Placem
     return Placement(device, bf16, graph)
 
 
+def machine_recipe(device: torch.device | str | None = None) -> str:
+    """The recipe to train on this machine (or on `device`): full on a CUDA GPU (minutes per model), quick elsewhere
+    (a CPU, Apple's mps), where the full recipes of the label-learning models take hours."""
+    device = settings.pick_device(device if isinstance(device, str) or device is None else str(device))
+    return "full" if device.type == "cuda" else "quick"
+
+
 def build_model(config: TrainConfig, device: torch.device) -> Model:
     """The model of a resolved config, initialised from the run's seed (the caller's random stream is left alone)."""
     with torch.random.fork_rng(devices=[]):

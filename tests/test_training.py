@@ -389,6 +389,20 @@ def test_corruptions_change_training_and_not_evaluation(tiny_mnist, tiny_options
     assert torch.equal(model.label_probabilities(x), model.label_probabilities(x))  # no noise when evaluating
 
 
+def test_hidden_noise_follows_every_hidden_layer():
+    encoder = models.SemiSupervisedEncoder(latent_dim=3, hidden=(8, 8, 8), batch_norm=True).train()
+    x, seen = torch.rand(4, 784), []
+    for relu in (m for m in encoder.modules() if isinstance(m, torch.nn.ReLU)):
+        relu.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    generator = torch.Generator().manual_seed(0)
+    encoder(x, hidden_noise=0.5, generator=generator)
+    assert len(seen) == 3
+    replay = torch.Generator().manual_seed(0)
+    for _ in range(3):  # one draw per hidden layer, each the size of that layer's output
+        torch.randn((4, 8), generator=replay)
+    assert torch.equal(generator.get_state(), replay.get_state())
+
+
 def test_corruptions_of_zero_draw_no_random_numbers(tiny_mnist, tiny_options):
     plain = train("semi", data=tiny_mnist, epochs=1, n_labels=20, progress=False, **tiny_options)
     zero = train("semi", data=tiny_mnist, epochs=1, n_labels=20, input_dropout=0.0, hidden_noise=0.0,
