@@ -1,0 +1,120 @@
+"""What the codes are worth as features: a k-nearest-neighbour classifier and a linear probe trained on the codes of a
+few labelled images, against PCA of the same dimension and raw pixels.
+
+Everything here takes and returns numpy arrays (torch tensors are converted): scikit-learn does the classifying, so
+the numbers are the ones anyone else would compute from the same codes.
+"""
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .data import labeled_subset
+
+BUDGETS = (100, 1000, None)  # labelled training images per measurement; None: all of them
+
+
+def as_array(x, dtype=None) -> np.ndarray:
+    """x as a numpy array (a torch tensor is detached and copied to the CPU first)."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def as_points(x, name: str) -> np.ndarray:
+    """x as a float (n, d) array: codes or flattened images, one row each."""
+    x = as_array(x)
+    if x.ndim > 2:  # (n, 28, 28) or (n, 1, 28, 28) images: one row of pixels each
+        x = x.reshape(len(x), -1)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be an (n, d) array of codes or images, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    return x
+
+
+def as_labels(labels, n: int, name: str) -> np.ndarray:
+    """labels as an int64 (n,) array, one per row of the matching points."""
+    labels = as_array(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must be {n} integer labels (one per row), got {labels.dtype} of shape {labels.shape}")
+    return labels.astype(np.int64)
+
+
+def check_classification_data(train_codes, train_labels, test_codes, test_labels):
+    """The four arrays a classifier is fit and scored on, checked to agree in length and dimension."""
+    train_codes, test_codes = as_points(train_codes, "train_codes"), as_points(test_codes, "test_codes")
+    if train_codes.shape[1] != test_codes.shape[1]:
+        raise ValueError(f"train codes are {train_codes.shape[1]}-D but test codes {test_codes.shape[1]}-D: encode "
+                         "both with the same model")
+    return (train_codes, as_labels(train_labels, len(train_codes), "train_labels"),
+            test_codes, as_labels(test_labels, len(test_codes), "test_labels"))
+
+
+def knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 1) -> float:
+    """Share of test codes whose k nearest training codes (Euclidean) vote for their label (scikit-learn's
+    KNeighborsClassifier, uniform weights). 1-NN and 5-NN on the codes are the numbers of Sainburg et al. (2021)."""
+    train_codes, train_labels, test_codes, test_labels = check_classification_data(
+        train_codes, train_labels, test_codes, test_labels)
+    if not 1 <= k <= len(train_codes):
+        raise ValueError(f"k must be between 1 and the {len(train_codes)} training codes, got {k}")
+    classifier = KNeighborsClassifier(n_neighbors=k).fit(train_codes, train_labels)
+    return float(classifier.score(test_codes, test_labels))
+
+
+def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels, max_iter: int = 1000,
+                          C: float = 1.0) -> float:
+    """Test accuracy of a multinomial logistic regression fit on the training codes.
+
+    p(y = k | z) = softmax(W s(z) + b)_k, where s standardises each dimension with the training codes' mean and
+    standard deviation (so the L2 penalty 1/(2C) ||W||^2 weighs every dimension alike, whatever the code's scale);
+    lbfgs with a fixed max_iter, so the number does not depend on how long one waits."""
+    train_codes, train_labels, test_codes, test_labels = check_classification_data(
+        train_codes, train_labels, test_codes, test_labels)
+    if len(np.unique(train_labels)) < 2:
+        raise ValueError("a linear probe needs training labels of at least two classes")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C))
+    probe.fit(train_codes, train_labels)
+    return float(probe.score(test_codes, test_labels))
+
+
+def pca_codes(train_images, images, dim: int) -> np.ndarray:
+    """The classical baseline of the same dimension: images projected on the first `dim` principal components of
+    the training images, z = W^T (x - mean), with W (784, dim) (scikit-learn's PCA with the exact SVD, not the
+    randomised one it picks for large data: no seed, the same components every time)."""
+    train_images, images = as_points(train_images, "train_images"), as_points(images, "images")
+    if not 1 <= dim <= min(train_images.shape):
+        raise ValueError(f"dim must be between 1 and {min(train_images.shape)} (images and pixels), got {dim}")
+    pca = PCA(n_components=dim, svd_solver="full").fit(train_images)
+    return pca.transform(images).astype(np.float32)  # n, dim
+
+
+def labeled_budget(labels, n: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of the training images whose labels a classifier may use: n / 10 of each digit, drawn with `seed`
+    (saae_lib.data.labeled_subset, the subset the semi-supervised model trains on); n=None: all of them."""
+    labels = torch.as_tensor(as_array(labels))
+    if n is None:
+        return np.arange(len(labels))
+    if not 0 < n <= len(labels):
+        raise ValueError(f"n must be between 1 and the {len(labels)} labels (or None for all), got {n}")
+    return labeled_subset(labels, n, seed=seed).numpy()
+
+
+def accuracy_by_budget(train_codes, train_labels, test_codes, test_labels, budgets=BUDGETS, k: int = 1,
+                       seed: int = 0) -> dict:
+    """{budget: {"knn": k-NN accuracy, "linear": linear probe accuracy}} with each classifier fit on the
+    `labeled_budget` of the training codes (budget None: all); the test codes are scored in full every time."""
+    train_codes, train_labels, test_codes, test_labels = check_classification_data(
+        train_codes, train_labels, test_codes, test_labels)
+    result = {}
+    for budget in budgets:
+        pick = labeled_budget(train_labels, budget, seed)
+        result[budget] = {
+            "knn": knn_accuracy(train_codes[pick], train_labels[pick], test_codes, test_labels, k=k),
+            "linear": linear_probe_accuracy(train_codes[pick], train_labels[pick], test_codes, test_labels),
+        }
+    return result
