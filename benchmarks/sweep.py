@@ -3,7 +3,8 @@ on the test set. Made for one command on a borrowed GPU (benchmarks/gpu_sweep.sh
 
     python -m benchmarks.sweep --dry-run --parallel 8            # the plan, its run count and estimated time
     python -m benchmarks.sweep --stage validation --parallel 8 --budget-seconds 500 --out-dir runs/sweep
-    python -m benchmarks.sweep --stage all --only semi100-base test-semi100 --out-dir runs/sweep2
+    python -m benchmarks.sweep --stage all --only semi100-step test-semi100 --out-dir runs/sweep2
+    python -m benchmarks.sweep --export-pretrained runs/sweep2/pretrained   # its saved test runs, as pretrained
     python -m benchmarks.sweep --merge runs/sweep                # its rows into benchmarks/results/probes.jsonl
 
 The plan (benchmarks/sweep_plan.json, or --plan FILE) is JSON, so that it can be edited between stages without
@@ -12,13 +13,18 @@ touching code: {"defaults": {...}, "groups": [GROUP, ...]}, each GROUP
     model        a name in saae_lib.models.MODELS                         options  TrainConfig fields, JSON values
     seeds        e.g. [0, 1, 2]                                           every  measure every this many epochs
     ema          EMA decays (probe --ema)                                 recalibrate  probe --recalibrate
+    pretrained   test stage only: the name its first seed's saved run is exported under (e.g. "semi-100")
     note         free text
 "defaults" gives seeds and every for groups that do not say. A test-stage run also gets probe --test (the test
-set's numbers, once, at the end) and --save (the trained run, under --save-dir, default OUT_DIR/saved).
+set's numbers, once, at the end) and --save (the trained run, under --save-dir, default OUT_DIR/saved). A test run
+writes validation rows every N epochs too, so a test group is also the baseline of the validation variants: the
+summary gives its validation numbers at the last epoch like any group's (run it with them: --stage all).
 
 Before anything starts, every planned run's options are checked as the probe will check them
 (TrainConfig(model=..., seed=..., **options).resolved(), and what --ema/--recalibrate need); each refused run is
-named on one line, then the sweep stops (exit 2) or, with --skip-invalid, runs the rest.
+named on one line, then the sweep stops (exit 2) or, with --skip-invalid, runs the rest. So is a duplicate run: one
+that trains exactly what another planned run trains (same model, seed and resolved options; --every, --ema and
+--recalibrate only measure), the test run being the one kept.
 
 Running: up to --parallel `python -m benchmarks.probe` processes side by side, each with OMP_NUM_THREADS =
 max(1, CPUs // parallel) and the rest of this environment (SAAE_DATA_DIR, ...), each writing OUT_DIR/runs/NAME.jsonl
@@ -36,6 +42,13 @@ describes the sweep for --merge. Exit status: 0 every run (but those skipped as 
 (named, with the tail of its log); 2 bad arguments, plan or environment, or refused options without --skip-invalid;
 3 the budget ran out before every run finished (none failed).
 
+--export-pretrained FOLDER (after the sweep, its own step, so that nothing it does can cost the sweep's rows) exports
+the saved run of each test group that names a `pretrained` model, its first seed, with saae_lib.pretrained.export
+(training_seconds: the sum of its epochs' seconds) to FOLDER/NAME, and verifies it; the sweep is the one in --out-dir,
+default FOLDER's parent (its sweep.json says where the runs were saved). One line per model, exported or failed, then
+the sizes; summary.json gets "pretrained": what became of each. Exit status 0, or 4 if a model was not exported.
+The dry run gives the sizes to expect (about 11 MB a 1000-1000 model).
+
 --merge OUT_DIR appends the rows of its runs to --probes (default benchmarks/results/probes.jsonl), each with a
 "probe" note saying how it ran; a row already there is skipped, so merging twice adds nothing.
 """
@@ -50,7 +63,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,9 +81,10 @@ STARTUP_SECONDS = {"cuda": 20.0, "cpu": 10.0, "mps": 15.0}  # interpreter, MNIST
 TEST_SECONDS = {"cuda": 15.0, "cpu": 60.0, "mps": 30.0}  # probe --test: the test measurement and --save
 GRACE_SECONDS = 5  # after SIGTERM at the budget's end, before SIGKILL
 POLL_SECONDS = 0.5
-GROUP_FIELDS = {"name", "stage", "model", "options", "seeds", "every", "ema", "recalibrate", "note"}
+GROUP_FIELDS = {"name", "stage", "model", "options", "seeds", "every", "ema", "recalibrate", "pretrained", "note"}
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_EXPORT = 0, 1, 2, 3, 4
+MB = 1e6  # sizes are printed in decimal megabytes (a device's limits are in MiB: 16 a file, 64 in all)
 JUDGE_WARMUP = "from saae_lib.digit_classifier import load_judge; load_judge(progress=False)"  # python -c, once
 
 
@@ -89,6 +103,7 @@ class Group:
     every: int
     ema: tuple[float, ...] = ()
     recalibrate: bool = False
+    pretrained: str = ""  # test stage: the name its first seed's run is exported under ("": not exported)
     note: str = ""
 
 
@@ -103,7 +118,7 @@ def load_plan(path: Path) -> list[Group]:
     defaults = plan.get("defaults", {})
     if not isinstance(defaults, dict) or set(defaults) - {"seeds", "every"}:
         raise PlanError(f"{path}: 'defaults' may give seeds and every only")
-    groups, names = [], set()
+    groups, names, exported = [], set(), {}
     for number, entry in enumerate(plan["groups"], 1):
         where = f"{path}, group {number}"
         if not isinstance(entry, dict):
@@ -141,8 +156,22 @@ def load_plan(path: Path) -> list[Group]:
         recalibrate = entry.get("recalibrate", False)
         if not isinstance(recalibrate, bool):
             raise PlanError(f"{where}: 'recalibrate' must be true or false")
+        pretrained = entry.get("pretrained", "")
+        if pretrained:
+            from saae_lib.checkpoints import RUN_NAME
+
+            if stage != "test":
+                raise PlanError(f"{where}: 'pretrained' exports a saved run: only a test-stage group has one")
+            if not isinstance(pretrained, str) or not RUN_NAME.fullmatch(pretrained):
+                raise PlanError(f"{where}: 'pretrained' must be a plain name (letters, digits, '_', '-', '.' not "
+                                "first)")
+            if pretrained in exported:
+                raise PlanError(f"{where}: groups {exported[pretrained]!r} and {name!r} are both exported as "
+                                f"{pretrained!r}")
+            exported[pretrained] = name
         groups.append(Group(name=name, stage=stage, model=model, options=options, seeds=tuple(seeds), every=every,
-                            ema=tuple(ema), recalibrate=recalibrate, note=str(entry.get("note", ""))))
+                            ema=tuple(ema), recalibrate=recalibrate, pretrained=pretrained,
+                            note=str(entry.get("note", ""))))
     return groups
 
 
@@ -176,6 +205,11 @@ class Run:
     @property
     def is_test(self) -> bool:
         return self.group.stage == "test"
+
+    @property
+    def pretrained(self) -> str:
+        """The name this run is exported under: a test group's first seed, where the group names one."""
+        return self.group.pretrained if self.is_test and self.order == 0 else ""
 
     @property
     def wall_seconds(self) -> float | None:
@@ -219,6 +253,29 @@ def refusals(runs: list[Run]) -> list[Run]:
         if reason:
             run.status, run.reason, run.config = "refused", reason, None
             refused.append(run)
+    return refused + duplicates(runs)
+
+
+def duplicates(runs: list[Run]) -> list[Run]:
+    """Refuse the runs that train exactly what another planned run trains (the same model, seed and resolved
+    options, up to where it runs; --every, --ema and --recalibrate only measure). A test run is the one kept: it
+    writes validation rows every N epochs too, before its test row. Returns the runs refused here."""
+    from saae_lib.checkpoints import same_run
+
+    kept: list[Run] = []
+    refused = []
+    for run in sorted((r for r in runs if r.config is not None), key=lambda r: not r.is_test):  # stable: plan order
+        config = asdict(run.config)
+        twin = next((other for other in kept if same_run(asdict(other.config), config)), None)
+        if twin is None:
+            kept.append(run)
+            continue
+        run.status, run.config = "refused", None
+        run.reason = (f"duplicate run: trains exactly what {twin.group.name} seed {twin.seed} trains (same model, seed "
+                      "and resolved options)")
+        if twin.is_test:
+            run.reason += f"; its validation rows (every {twin.group.every} epochs) stand in for this run's"
+        refused.append(run)
     return refused
 
 
@@ -646,6 +703,104 @@ def merge(out_dir: Path, probes: Path, commit: str | None = None) -> int:
     return len(added)
 
 
+# -- pretrained models -----------------------------------------------------------------------------------------
+PRETRAINED_LIMIT_MIB = 56  # what gpu_sweep.sh brings back of them (a device returns 64 MiB in all)
+
+
+def pretrained_bytes(run: Run) -> int:
+    """About the size of the run's exported weights.pt: its model's floating tensors in float16, the rest as they
+    are (the model is built on the meta device: no memory is spent on it)."""
+    import torch
+
+    from saae_lib.training import build_model
+
+    model = build_model(run.config, torch.device("meta"))
+    return sum(value.numel() * (2 if value.is_floating_point() else value.element_size())
+               for value in model.state_dict().values())
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    name = type(error).__name__
+    if not text:
+        return name
+    return text[0] if name.endswith(("CheckpointError", "PretrainedError", "ExportError")) else f"{name}: {text[0]}"
+
+
+class ExportError(Exception):
+    """A saved run that cannot be exported as it is."""
+
+
+def export_run(run_name: str, entry: dict, saved: Path, target: Path, status: str | None, manifest: dict) -> dict:
+    """Export the saved run at `saved` to `target` (pretrained.export, the time its epochs took), verify the folder
+    and return what the summary keeps of it."""
+    from saae_lib import pretrained
+    from saae_lib.checkpoints import CHECKPOINT_NAME, load_checkpoint
+
+    if not (saved / CHECKPOINT_NAME).is_file():
+        raise ExportError(f"no saved run at {saved / CHECKPOINT_NAME} (the run's status: {status or 'unknown'})")
+    trainer = load_checkpoint(saved)
+    if len(trainer.history) != trainer.config.epochs:
+        raise ExportError(f"{saved} trained {len(trainer.history)} of its {trainer.config.epochs} epochs")
+    seconds = sum(record["seconds"] for record in trainer.history)
+    note = (f"trained by python -m benchmarks.sweep (group {entry['group']}, seed {entry['seed']}) on "
+            f"{manifest.get('device', 'its device')}, beside up to {max(0, (manifest.get('parallel') or 1) - 1)} "
+            "other probe runs: the epoch times of a shared machine")
+    pretrained.export(trainer, target, training_seconds=seconds, name=entry["pretrained"], training_note=note)
+    exported = pretrained.verify(target)
+    size = sum(path.stat().st_size for path in target.iterdir() if path.is_file())
+    base = main_measure(exported["model"])
+    return {"run": run_name, "folder": str(target), "bytes": size, "training_seconds": seconds,
+            "status": status, f"val_{base}": exported["validation"].get(f"val_{base}"),
+            f"test_{base}": exported["test"].get(f"test_{base}")}
+
+
+def export_pretrained(out_dir: Path, folder: Path) -> int:
+    """Export the saved run of each test group of the sweep in `out_dir` that names a pretrained model (its first
+    seed, as sweep.json lists it) to folder/NAME, and verify it. One line per model, exported or not, then their
+    sizes; what became of each goes into out_dir/summary.json as "pretrained" (the rows are not touched).
+    Returns EXIT_OK, or EXIT_EXPORT if any could not be exported."""
+    manifest = json.loads((out_dir / "sweep.json").read_text())
+    wanted = {name: entry for name, entry in manifest.get("runs", {}).items() if entry.get("pretrained")}
+    if not wanted:
+        print(f"export: no run of the sweep in {out_dir} is to be exported (a test group names one with "
+              "'pretrained')")
+        return EXIT_OK
+    save_dir = Path(manifest.get("save_dir") or out_dir / "saved")
+    summary_path = out_dir / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        summary = None
+    statuses = {f"{r['group']}-seed{r['seed']}": r["status"] for r in (summary or {}).get("runs", [])}
+    results, failed = {}, []
+    for run_name, entry in wanted.items():
+        name, started = entry["pretrained"], time.monotonic()
+        try:
+            results[name] = export_run(run_name, entry, save_dir / run_name, folder / name, statuses.get(run_name),
+                                       manifest)
+        except Exception as error:  # noqa: BLE001 - whatever it is, one line, and the next model
+            results[name] = {"run": run_name, "error": one_line(error)}
+            failed.append(name)
+            print(f"export failed: {name} ({run_name}): {one_line(error)}", flush=True)
+            continue
+        numbers = ", ".join(f"{key} {value:.4f}" for key, value in results[name].items()
+                            if key.startswith(("val_", "test_")) and isinstance(value, float))
+        print(f"exported {name} ({run_name}) to {folder / name}: {results[name]['bytes'] / MB:.1f} MB, verified; "
+              f"{numbers} ({time.monotonic() - started:.0f} s)", flush=True)
+    sizes = {name: result["bytes"] for name, result in results.items() if "bytes" in result}
+    total = sum(sizes.values())
+    print(f"pretrained: {len(sizes)} of {len(wanted)} exported, "
+          + (", ".join(f"{name} {size / MB:.1f} MB" for name, size in sizes.items()) + "; " if sizes else "")
+          + f"{total / MB:.1f} MB in all in {folder}", flush=True)
+    if summary is not None:
+        summary["pretrained"] = results
+        temporary = out_dir / "summary.json.tmp"
+        temporary.write_text(json.dumps(summary, indent=1) + "\n")
+        temporary.replace(summary_path)
+    return EXIT_EXPORT if failed else EXIT_OK
+
+
 # -- the command -------------------------------------------------------------------------------------------------
 def describe(run: Run) -> str:
     group = run.group
@@ -657,6 +812,8 @@ def describe(run: Run) -> str:
         flags += " --recalibrate"
     if group.stage == "test":
         flags += " --test --save"
+        if group.pretrained:
+            flags += f" (seed {group.seeds[0]} exported as {group.pretrained})"
     return f"{group.stage:10s} {group.name:28s} {group.model} {options} {flags}"
 
 
@@ -678,6 +835,9 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", type=Path, metavar="OUT_DIR", help="append OUT_DIR's rows to --probes, then stop")
     parser.add_argument("--probes", type=Path, default=PROBES, help="the probes file --merge appends to")
     parser.add_argument("--commit", help="with --merge: the commit of rows that name none (git was missing)")
+    parser.add_argument("--export-pretrained", type=Path, metavar="FOLDER",
+                        help="export the saved runs of the sweep in --out-dir (default: FOLDER's parent) that its "
+                             "plan names a pretrained model for, to FOLDER/NAME; then stop")
     try:
         args = parser.parse_args(argv)
     except SystemExit as error:
@@ -687,6 +847,14 @@ def main(argv=None) -> int:
         print(f"sweep: {message}", file=sys.stderr)
         return EXIT_USAGE
 
+    if args.export_pretrained is not None:
+        out_dir = args.out_dir if args.out_dir is not None else args.export_pretrained.parent
+        if not (out_dir / "sweep.json").is_file():
+            return refuse(f"{out_dir} holds no sweep.json: not a sweep's folder (--out-dir names it)")
+        try:
+            return export_pretrained(out_dir.resolve(), args.export_pretrained.resolve())
+        except (OSError, json.JSONDecodeError) as error:
+            return refuse(f"cannot read the sweep in {out_dir}: {error}")
     if args.merge is not None:
         try:
             merge(args.merge, args.probes, args.commit)
@@ -750,6 +918,14 @@ def main(argv=None) -> int:
             print(f"budget {args.budget_seconds:.0f} s: " + (f"{len(unstarted)} runs would not start: "
                                                                + ", ".join(r.name for r in unstarted)
                                                                if unstarted else "every run fits"))
+        exported = {r.pretrained: pretrained_bytes(r) for r in valid if r.pretrained}
+        if exported:
+            total = sum(exported.values())
+            print("pretrained (--export-pretrained, float16 weights): "
+                  + ", ".join(f"{name} ~{size / MB:.1f} MB" for name, size in exported.items())
+                  + f"; ~{total / MB:.1f} MB in all"
+                  + (f", OVER the {PRETRAINED_LIMIT_MIB} MiB gpu_sweep.sh brings back"
+                     if total > PRETRAINED_LIMIT_MIB * 2**20 else ""))
         return EXIT_USAGE if stopped else EXIT_OK
 
     from saae_lib import settings
@@ -772,8 +948,9 @@ def main(argv=None) -> int:
         "budget_seconds": args.budget_seconds if math.isfinite(args.budget_seconds) else None,
         "commit": commit, "uncommitted_changes": dirty, "device": kind,
         "omp_num_threads": max(1, available_cpus() // args.parallel),
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "runs": {r.name: {"group": r.group.name, "seed": r.seed, "stage": r.group.stage} for r in runs},
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "save_dir": str(save_dir),
+        "runs": {r.name: {"group": r.group.name, "seed": r.seed, "stage": r.group.stage,
+                          **({"pretrained": r.pretrained} if r.pretrained else {})} for r in runs},
     }
     (out_dir / "sweep.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"sweep of {len(valid)} runs ({len(refused)} refused) on {kind}, {args.parallel} side by side, "
