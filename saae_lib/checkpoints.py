@@ -24,7 +24,7 @@ import torch
 from . import settings
 from .data import MNIST
 from .models import MODELS
-from .training import CONFIG_FIELDS, MODEL_OPTIONS, ConfigError, TrainConfig, Trainer
+from .training import CONFIG_FIELDS, MODEL_OPTIONS, ConfigError, TrainConfig, Trainer, machine_recipe
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # 3: the data the run was trained on is recorded ("data", see data_fingerprint); 2: options a model does not use are
@@ -496,16 +496,50 @@ def last_losses(trainer: Trainer) -> str:
     return ", ".join(f"{key} {value:.4f}" for key, value in last.items() if key not in {"epoch", "seconds"})
 
 
-def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = None, **options) -> Trainer:
+def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = None, *,
+                  pretrained: str | None = None, train: bool | None = None, **options) -> Trainer:
     """Load the run `name` if it was trained before with exactly these options, else train it and save it.
 
     This lets a later chapter reuse a model an earlier chapter trained, while each chapter still runs alone. A run
     trained on other data (or saved before runs recorded their data) is trained again; so is a damaged one. A file
     that is not this version's to replace (a newer format, an unreadable file) raises CheckpointError.
+
+    pretrained: the name of a shipped model that stands for this run (e.g. "semi-100"), taken from this checkout's
+    pretrained/NAME, else from the cache, downloaded there from this version's tag if need be (pretrained.fetch). It
+    stands for the run only if it was trained with the run's options under the full recipe (whatever `recipe` the
+    run asks: the shipped models are trained with the full one), the same seed included, on the same data and in
+    the same mode (smoke or not); where and how fast it trained (device, cuda_graph) do not matter.
+    train: None (default): use the pretrained model where this run would not train on a CUDA GPU (machine_recipe is
+    not "full"), else train; True: never use it (train, or reuse runs/NAME as without `pretrained`); False: never
+    train (a one-line PretrainedError if no pretrained model stands for the run). Where the pretrained model cannot
+    be used (no network, a changed file, other settings, ...) one line says why, and the run is trained instead.
+    The trainer of a pretrained model has its manifest as `trainer.pretrained`, its history and no optimizer state;
+    nothing is written to runs/.
     """
     check_run_name(name)
+    if not (train is None or isinstance(train, bool)):
+        raise ValueError(f"train_or_load: train must be None, True or False, not {train!r}")
+    if pretrained is not None and not (isinstance(pretrained, str) and RUN_NAME.fullmatch(pretrained)):
+        raise ValueError(f"train_or_load: pretrained={pretrained!r} is not the name of a pretrained model (a plain "
+                         "name such as 'semi-100')")
+    if train is False and pretrained is None:
+        raise ValueError(f"train_or_load({name!r}, train=False) never trains, so it needs pretrained=NAME: the "
+                         "pretrained model that stands for the run")
     path = runs_dir() / name / CHECKPOINT_NAME
     config = TrainConfig(**options).resolved()
+    if pretrained is not None and (train is False or (train is None and machine_recipe(config.device) != "full")):
+        from . import pretrained as shipped  # here: pretrained.py builds on this module
+
+        try:
+            return shipped.stand_in(pretrained, name, options, data)
+        except shipped.PretrainedError as error:
+            if train is False:
+                raise shipped.PretrainedError(f"train_or_load({name!r}, pretrained={pretrained!r}, train=False) has "
+                                              f"no model to load: {error}") from None
+            instead = (f"trying {shown(path)} instead" if path.is_file() else f"training {name!r} instead")
+            print(f"{error}; {instead}")
+            if getattr(error, "data", None) is not None:
+                data = error.data  # loaded already (data=None: the default data)
     if path.is_file():
         try:
             state, saved = read_checkpoint(path)

@@ -46,8 +46,11 @@ from .checkpoints import (
     check_weights,
     data_fingerprint,
     left_behind,
+    other_data,
     read_state,
+    shown,
     sync_folder,
+    valid_fingerprint,
 )
 from .data import file_digest
 from .training import CONFIG_FIELDS, ConfigError, TrainConfig, Trainer
@@ -131,8 +134,8 @@ def check_export_folder(folder: Path) -> None:
     foreign = sorted(entry for entry in os.listdir(folder)
                      if entry not in ours and not any(entry.startswith(f".{own}.") for own in ours))
     if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise PretrainedError(f"{folder} holds other files ({shown}): a pretrained folder holds only {WEIGHTS_NAME} "
+        listed = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise PretrainedError(f"{folder} holds other files ({listed}): a pretrained folder holds only {WEIGHTS_NAME} "
                               f"and {MANIFEST_NAME}; export into a new or empty folder")
 
 
@@ -309,7 +312,11 @@ def load(folder: str | os.PathLike, data=None, device: str | None = None) -> Tra
     weights read as float32 and its history; `trainer.pretrained` is its manifest. `data`: the MNIST to use (default:
     loaded from disk); `device`: where to put it (default: the best one here)."""
     folder = Path(folder)
-    manifest = verify(folder)
+    return loaded(folder, verify(folder), data, device)
+
+
+def loaded(folder: Path, manifest: dict, data, device: str | None) -> Trainer:
+    """The Trainer of a pretrained folder whose manifest `verify` has just returned."""
     trainer = rebuild(folder, manifest["recipe"], manifest["history"], manifest["smoke"], data, device)
     trainer.pretrained = manifest
     return trainer
@@ -493,3 +500,162 @@ def remove_stale_downloads(folder: Path) -> None:
             with contextlib.suppress(OSError):
                 if pid.isdigit() and left_behind(leftover, int(pid)):
                     shutil.rmtree(leftover, ignore_errors=True)
+
+
+# -- standing in for a run (train_or_load's pretrained=) --------------------------------------------------------
+# This checkout's copy of the shipped models: pretrained/ beside the package, when saae_lib runs from the repository
+# (its REGISTRY.json tells it from any other folder of that name beside an installed package, which fetches instead).
+CHECKOUT = Path(__file__).resolve().parent.parent / "pretrained"
+REGISTRY_NAME = "REGISTRY.json"
+COLAB_HINT = ("in Colab, set SAAE_CACHE_DIR to a folder of your mounted Google Drive (e.g. "
+              "/content/drive/MyDrive/saae_cache) to keep it between sessions")
+# What the recipe line leaves out (said before it) and what the number lines leave out (not measurements).
+SUMMARY_SKIPS = ("model", "recipe", "epochs", "seed")
+NOT_NUMBERS = ("model", "epochs", "seconds_per_epoch", "smoke", "n_labels", "n_clusters")
+
+
+class NotStandIn(PretrainedError):
+    """Why a pretrained model cannot stand for a run: one line, without what is done instead. `data`: the MNIST
+    loaded on the way, if any (training can use it)."""
+
+    def __init__(self, message: str, data=None):
+        super().__init__(message)
+        self.data = data
+
+
+def checkout_folder(name: str) -> Path | None:
+    """This checkout's pretrained/NAME, if saae_lib runs from the repository and it holds that model."""
+    folder = CHECKOUT / name
+    return folder if (CHECKOUT / REGISTRY_NAME).is_file() and is_pretrained(folder) else None
+
+
+def locate(name: str) -> tuple[Path, dict, str]:
+    """(folder, verified manifest, where it comes from) of the pretrained model `name`: this checkout's
+    pretrained/NAME, else the cache, downloaded into it by `fetch` if need be (saying where, and how to keep it in
+    Colab). PretrainedError, one line, if neither has it sound."""
+    folder = checkout_folder(name)
+    if folder is not None:
+        return folder, verify(folder), "this checkout"
+    cache = cache_folder(name)
+    cached = False
+    with contextlib.suppress(PretrainedError):
+        cached = is_pretrained(cache) and bool(verify(cache))
+    folder = fetch(name, timeout=DEFAULT_TIMEOUT_S)
+    manifest = verify(folder)
+    if cached:
+        return folder, manifest, "the cache"
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(f"downloaded the pretrained model {name!r} ({size / 1e6:.1f} MB) into {folder}" if size >= 1e5 else
+          f"downloaded the pretrained model {name!r} ({size / 1e3:.0f} kB) into {folder}")
+    if not os.environ.get("SAAE_CACHE_DIR"):
+        print(COLAB_HINT)
+    return folder, manifest, "downloaded"
+
+
+def value_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        value = tuple(value)
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def recipe_differences(recipe: dict, wanted: TrainConfig) -> list[str]:
+    """How the manifest's `recipe` differs from the run `wanted` (a resolved config), up to where it trains and the
+    name of the recipe that gave its values; empty if it is that run."""
+    expected = recipe_of(wanted)
+    differences = [f"{key} {value_text(recipe[key]) if key in recipe else 'not recorded'}, this run "
+                   f"{value_text(expected[key])}" for key in RECIPE_OPTIONS
+                   if key != "recipe" and recipe.get(key, expected) != expected[key]]
+    differences += [f"{key}, an option this saae_lib does not know" for key in recipe if key not in RECIPE_OPTIONS]
+    return differences
+
+
+def stand_in(name: str, run: str, options: dict, data=None) -> Trainer:
+    """The pretrained model `name` as the trainer of train_or_load's run `run` (its `options`), printing what it is;
+    NotStandIn, one line, if there is none or it is not that run.
+
+    It stands for the run only if its manifest's recipe equals the run's options resolved with the full recipe (the
+    shipped models' recipe, whatever `recipe` the run asks), the seed included, up to where it trains (device,
+    cuda_graph); it must also be a smoke model exactly when this is a smoke run, and have been trained on the run's
+    data (`data`, default: MNIST from disk)."""
+    try:
+        wanted = TrainConfig(**{**options, "recipe": "full"}).resolved()
+    except (ConfigError, TypeError) as error:
+        raise NotStandIn(f"this run has no full recipe to compare the pretrained model {name!r} with ({error})") \
+            from None
+    folder, manifest, source = locate(name)
+    where = shown(folder)
+    smoke = settings.smoke_mode()
+    if manifest["smoke"] != smoke:
+        raise NotStandIn(f"{where} is a smoke-mode model and this is a real run" if manifest["smoke"] else
+                         f"{where} is a real model and this is a smoke run (SAAE_FAST=1)")
+    differences = recipe_differences(manifest["recipe"], wanted)
+    if differences:
+        shown_differences = "; ".join(differences[:3]) + (f"; and {len(differences) - 3} more" if len(differences) > 3
+                                                          else "")
+        raise NotStandIn(f"{where} was trained with other settings ({shown_differences})")
+    trainer = loaded(folder, manifest, data, wanted.device)
+    recorded = manifest["data"]
+    problem = (other_data(recorded, data_fingerprint(trainer.data)) if valid_fingerprint(recorded)
+               else "does not record the data it was trained on in a form this saae_lib reads")
+    if problem is not None:
+        raise NotStandIn(f"{where} {problem}", trainer.data)
+    print(f"loaded {run!r} from the pretrained model {name!r} ({where}, {source}): trained elsewhere, not here")
+    for line in summary(manifest):
+        print(f"  {line}")
+    return trainer
+
+
+def summary(manifest: dict) -> list[str]:
+    """What a pretrained model is, from its manifest, one line each: its recipe in short, its training, its
+    validation and test numbers (and the smoke note of a smoke model)."""
+    recipe = manifest["recipe"]
+    epochs = recipe.get("epochs")
+    lines = [f"recipe: {manifest['model']}, {recipe.get('recipe')} recipe, {epochs} epoch{'' if epochs == 1 else 's'}"
+             f", seed {manifest['seed']}{recipe_changes(recipe)}",
+             f"trained in {duration(manifest['training_seconds'])} on {machine_text(manifest['machine'])}, saae_lib "
+             f"{manifest['saae_lib_version']}" + (f" ({manifest['training_note']})" if manifest["training_note"]
+                                                   else ""),
+             f"validation: {numbers_text(manifest['validation'])}",
+             f"test: {numbers_text(manifest['test'])}"]
+    if manifest["smoke"]:
+        lines.append(settings.SMOKE_NOTE)
+    return lines
+
+
+def recipe_changes(recipe: dict) -> str:
+    """The options of `recipe` that differ from its model's defaults under its recipe, as ', other than the
+    defaults: ...' (empty if none, or if they cannot be told)."""
+    try:
+        defaults = recipe_of(TrainConfig(model=recipe["model"], recipe=recipe["recipe"]).resolved(smoke=False))
+    except (ConfigError, TypeError, KeyError):
+        return ""
+    changed = [f"{key} {value_text(value)}" for key, value in recipe.items()
+               if key not in SUMMARY_SKIPS and key in defaults and value != defaults[key]]
+    return f"; other than the defaults: {', '.join(changed)}" if changed else "; the model's defaults otherwise"
+
+
+def duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+        return "an unrecorded time"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def machine_text(machine) -> str:
+    if not isinstance(machine, dict):
+        return "an unrecorded machine"
+    device = machine.get("device")
+    precision = {True: "bf16", False: "fp32"}.get(machine.get("bf16"))
+    details = ", ".join(str(part) for part in (device, precision) if part)
+    name = machine.get("gpu") or machine.get("cpu") or "an unrecorded machine"
+    return f"{name} ({details})" if details else str(name)
+
+
+def numbers_text(numbers: dict) -> str:
+    shown_numbers = [f"{key} {value_text(value)}" for key, value in numbers.items()
+                     if key not in NOT_NUMBERS and value is not None]
+    return ", ".join(shown_numbers) or "none recorded"

@@ -233,3 +233,18 @@ def test_a_checkpoint_is_checked_before_use(change, match, tmp_path, tiny_mnist,
     torch.save(state, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(checkpoints.CheckpointError, match=match):
         load_checkpoint(tmp_path, data=tiny_mnist)
+
+
+@pytest.mark.parametrize("arguments, match", [
+    (dict(train="yes"), "train must be None, True or False"),
+    (dict(train=1), "train must be None, True or False"),
+    (dict(pretrained="../semi-100"), "is not the name of a pretrained model"),
+    (dict(train=False), "needs pretrained=NAME"),
+])
+def test_train_or_load_refuses_unclear_pretrained_arguments(arguments, match, monkeypatch, isolated):
+    """Refused in one line before anything is loaded, downloaded or trained (train_or_load with pretrained= itself:
+    tests/test_pretrained.py)."""
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("must not train"))
+    with pytest.raises(ValueError, match=match) as error:
+        train_or_load("refused", model="ae", epochs=1, **arguments)
+    assert "\n" not in str(error.value) and not (isolated.runs / "refused").exists()

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import saae_lib
+from saae_lib import checkpoints, evaluation, metrics, pretrained, settings, training
 from saae_lib import data as sdata
-from saae_lib import evaluation, metrics, pretrained, settings, training
 from saae_lib.checkpoints import CHECKPOINT_NAME, read_checkpoint
 from saae_lib.pretrained import MANIFEST_NAME, WEIGHTS_NAME, PretrainedError
 from tests.test_cli import ROOT, one_line_error, run_main
@@ -217,6 +217,12 @@ def server(shipped, tmp_path):
     """A local HTTP server of a copy of the aae folder as {url}/tiny-aae/; `stop()` shuts it down."""
     served = tmp_path / "served"
     shutil.copytree(shipped.folders["aae"], served / "tiny-aae")
+    yield from http_server(served, "tiny-aae")
+
+
+def http_server(served: Path, name: str):
+    """Serve the folder `served` on a local port (for a fixture to yield from): url, the files of `name` there, and
+    `stop()`."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=served))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -229,7 +235,7 @@ def server(shipped, tmp_path):
             thread.join()
             running[0] = False
 
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", files=served / "tiny-aae", stop=stop)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", files=served / name, stop=stop)
     stop()
 
 
@@ -365,3 +371,235 @@ def test_a_bad_registry_entry_is_one_line(make_pretrained, entry, message, tmp_p
                                  "--runs", str(tmp_path / "runs")]) == 2
     line = one_line_error(capsys.readouterr().err)
     assert message in line and not (tmp_path / "runs").exists()
+
+
+# -- train_or_load(pretrained=NAME): a shipped model stands for a chapter's run --------------------------------------
+RUN = dict(model="cluster", recipe="quick", **TINY)  # a chapter asks the quick recipe; a shipped model is a full one
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_mnist, session_dirs):
+    """A tiny clustering model trained with the full recipe on tiny_mnist and exported as 'tiny-cluster' (the quick
+    recipe of the cluster model differs from the full one beyond the epochs: lr_schedule)."""
+    with pytest.MonkeyPatch.context() as patcher:
+        patcher.setenv("SAAE_FAST", "1")
+        patcher.setenv("SAAE_CACHE_DIR", str(session_dirs.cache))
+        trainer = training.train("cluster", data=tiny_mnist, progress=False, **TINY)
+        folder = pretrained.export(trainer, tmp_path_factory.mktemp("shipped") / "tiny-cluster",
+                                   training_seconds=TRAINING_SECONDS)
+    return SimpleNamespace(trainer=trainer, folder=folder)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed when the block ends: nobody answers there
+
+
+@pytest.fixture
+def shelf(cluster, tmp_path, monkeypatch):
+    """A checkout whose pretrained/ holds tiny-cluster, and a local server of a copy of it; this test's own cache
+    and runs folders; the default address nowhere (no network), until a test points it at the server."""
+    checkout = tmp_path / "repository" / "pretrained"
+    shutil.copytree(cluster.folder, checkout / "tiny-cluster")
+    (checkout / pretrained.REGISTRY_NAME).write_text('{"comment": "a test registry", "models": []}')
+    monkeypatch.setattr(pretrained, "CHECKOUT", checkout)
+    monkeypatch.setattr(pretrained, "default_base_url", closed_port_url)
+    monkeypatch.setenv("SAAE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAAE_RUNS_DIR", str(tmp_path / "runs"))
+    served = tmp_path / "served"
+    shutil.copytree(cluster.folder, served / "tiny-cluster")
+    closing = []
+    for server in http_server(served, "tiny-cluster"):
+        yield SimpleNamespace(checkout=checkout, folder=checkout / "tiny-cluster", server=server,
+                              runs=tmp_path / "runs", monkeypatch=monkeypatch, closing=closing)
+    for thing in closing:
+        thing.close()
+
+
+def no_checkout(shelf):
+    """As an installed saae_lib: no checkout beside the package, downloads from the server."""
+    shelf.monkeypatch.setattr(pretrained, "CHECKOUT", shelf.checkout.parent / "elsewhere")
+    shelf.monkeypatch.setattr(pretrained, "default_base_url", lambda: shelf.server.url)
+
+
+def never(what):
+    def fail(*args, **kwargs):
+        pytest.fail(f"{what} must not happen here")
+    return fail
+
+
+def printed_lines(capsys) -> list[str]:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.out.strip().splitlines()
+
+
+def assert_is_the_exported_model(trainer, cluster, data):
+    """The float16 weights of the exported model, its manifest, history and numbers: usable as a trained one."""
+    manifest = manifest_of(cluster.folder)
+    assert trainer.pretrained == manifest and trainer.history == manifest["history"] and trainer.smoke
+    rounded = copy.deepcopy(cluster.trainer.model)
+    rounded.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                             for k, v in cluster.trainer.model.state_dict().items()})
+    images = data.test_images
+    assert torch.equal(metrics.predict(trainer.model, images), metrics.predict(rounded, images))
+    assert torch.equal(metrics.predict(trainer.model, images),
+                       metrics.predict(pretrained.load(cluster.folder, data=data, device="cpu").model, images))
+    assert evaluation.test_metrics(trainer) == manifest["test"]
+    assert trainer.config == training.TrainConfig(**{**RUN, "recipe": "full"}).resolved()  # what it is: full
+
+
+def test_train_or_load_loads_the_checkouts_pretrained_model(shelf, cluster, tiny_mnist, monkeypatch, capsys):
+    monkeypatch.setattr(training.Trainer, "fit", never("training"))
+    monkeypatch.setattr(pretrained, "fetch", never("a download"))
+    trainer = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster", **RUN)
+    assert_is_the_exported_model(trainer, cluster, tiny_mnist)
+    manifest = manifest_of(cluster.folder)
+    lines = printed_lines(capsys)
+    assert lines[0] == ("loaded 'cluster_16' from the pretrained model 'tiny-cluster' "
+                        f"({checkpoints.shown(shelf.folder)}, this checkout): trained elsewhere, not here")
+    assert lines[1].startswith("  recipe: cluster, full recipe, 1 epoch, seed 0; other than the defaults: ")
+    assert all(part in lines[1] for part in ("hidden (32, 32)", "batch_size 100", "precision fp32"))
+    assert "lr_schedule" not in lines[1]  # the full recipe's own
+    assert lines[2] == (f"  trained in {TRAINING_SECONDS:.1f} s on {manifest['machine']['cpu']} (cpu, fp32), "
+                        f"saae_lib {saae_lib.__version__}")
+    for line, numbers in ((lines[3], manifest["validation"]), (lines[4], manifest["test"])):
+        assert numbers and all(f"{key} {pretrained.value_text(value)}" in line for key, value in numbers.items()
+                               if key not in pretrained.NOT_NUMBERS)
+    assert lines[3].startswith("  validation: val_") and lines[4].startswith("  test: test_")
+    assert lines[5:] == [f"  {settings.SMOKE_NOTE}"]
+    assert not shelf.runs.exists()  # nothing trained, nothing saved
+
+
+def test_train_or_load_downloads_the_pretrained_model_into_the_cache(shelf, cluster, tiny_mnist, monkeypatch, capsys):
+    """Without a checkout (saae_lib installed, as in Colab): fetched once into the cache, which it names, with how
+    to keep it; then used from there without the network."""
+    no_checkout(shelf)
+    monkeypatch.delenv("SAAE_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(shelf.checkout.parent.parent / "home"))
+    monkeypatch.setattr(training.Trainer, "fit", never("training"))
+    trainer = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster", **RUN)
+    assert_is_the_exported_model(trainer, cluster, tiny_mnist)
+    cache = pretrained.cache_folder("tiny-cluster")
+    assert cache.is_relative_to(shelf.checkout.parent.parent / "home")
+    lines = printed_lines(capsys)
+    size = sum(entry["bytes"] for entry in manifest_of(cluster.folder)["files"].values())
+    assert lines[0] == f"downloaded the pretrained model 'tiny-cluster' ({size / 1e6:.1f} MB) into {cache}"
+    assert lines[1] == pretrained.COLAB_HINT and "SAAE_CACHE_DIR" in lines[1] and "Drive" in lines[1]
+    assert lines[2].startswith("loaded 'cluster_16' from the pretrained model 'tiny-cluster' (")
+    assert "downloaded" in lines[2]
+    shelf.server.stop()
+    again = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster", **RUN)
+    assert_is_the_exported_model(again, cluster, tiny_mnist)
+    lines = printed_lines(capsys)
+    assert lines[0].startswith("loaded 'cluster_16' from the pretrained model") and "the cache" in lines[0]
+    assert not any("downloaded" in line for line in lines)
+
+
+def test_train_or_load_trains_with_train_true_or_on_a_gpu(shelf, tiny_mnist, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "stand_in", never("the pretrained model"))
+    trainer = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster",
+                                     train=True, **RUN)
+    assert trainer.pretrained is None and trainer.config.recipe == "quick"
+    assert printed_lines(capsys)[0].startswith("trained 'cluster_16': 1 epochs")
+    assert (shelf.runs / "cluster_16" / CHECKPOINT_NAME).is_file()
+    monkeypatch.setattr(checkpoints, "machine_recipe", lambda device=None: "full")  # as where it would train on CUDA
+    again = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster", **RUN)
+    assert again.pretrained is None and printed_lines(capsys)[0].startswith("loaded 'cluster_16' (1 epochs, trained")
+
+
+def other_data(data):
+    return sdata.MNIST(train_images=data.train_images[:500], train_labels=data.train_labels[:500],
+                       val_images=data.val_images, val_labels=data.val_labels, test_images=data.test_images,
+                       test_labels=data.test_labels, device=data.device)
+
+
+def gone_from_the_checkout(shelf):
+    shelf.monkeypatch.setattr(pretrained, "CHECKOUT", shelf.checkout.parent / "elsewhere")  # and no network
+
+
+def server_down(shelf):
+    no_checkout(shelf)
+    shelf.server.stop()
+
+
+def tampered_on_the_server(shelf):
+    no_checkout(shelf)
+    flip_a_byte(shelf.server.files)
+
+
+def not_published(shelf):
+    no_checkout(shelf)
+    shutil.rmtree(shelf.server.files)
+
+
+def silent_server(shelf):
+    silent = socket.socket()  # accepts connections (the kernel does) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    shelf.closing.append(silent)
+    gone_from_the_checkout(shelf)
+    shelf.monkeypatch.setattr(pretrained, "default_base_url", lambda: f"http://127.0.0.1:{silent.getsockname()[1]}")
+    shelf.monkeypatch.setattr(pretrained, "DEFAULT_TIMEOUT_S", 0.5)
+
+
+def a_real_run(shelf):
+    shelf.monkeypatch.setenv("SAAE_FAST", "0")
+
+
+# fault -> (what it does to the shelf, the run's options as changed, its data as changed, what the line says)
+PRETRAINED_FAULTS = {
+    "tampered file in the checkout": (lambda shelf: flip_a_byte(shelf.folder), {}, None,
+                                      f"{WEIGHTS_NAME} does not match its manifest"),
+    "tampered file on the server": (tampered_on_the_server, {}, None,
+                                    f"tiny-cluster/{WEIGHTS_NAME} does not match its manifest"),
+    "server down": (server_down, {}, None, "cannot reach"),
+    "no network": (gone_from_the_checkout, {}, None, "cannot reach"),
+    "timeout": (silent_server, {}, None, "did not answer within 0.5 s"),
+    "not published": (not_published, {}, None, "HTTP 404"),
+    "other epochs": (None, {"epochs": 2}, None, "tiny-cluster was trained with other settings (epochs 1, this run 2)"),
+    "other seed": (None, {"seed": 1}, None, "tiny-cluster was trained with other settings (seed 0, this run 1)"),
+    "a real run": (a_real_run, {}, None, "tiny-cluster is a smoke-mode model and this is a real run"),
+    "other data": (None, {}, other_data, "tiny-cluster was trained on other data (600/200/200"),
+}
+
+
+@pytest.mark.parametrize("fault", PRETRAINED_FAULTS)
+def test_a_pretrained_model_that_cannot_stand_for_the_run_is_one_line_then_training(fault, shelf, tiny_mnist,
+                                                                                      capsys):
+    change, changed_options, changed_data, message = PRETRAINED_FAULTS[fault]
+    if change is not None:
+        change(shelf)
+    options = {**RUN, **changed_options}
+    data = tiny_mnist if changed_data is None else changed_data(tiny_mnist)
+    trainer = saae_lib.train_or_load("cluster_16", data=data, progress=False, pretrained="tiny-cluster", **options)
+    lines = printed_lines(capsys)
+    assert len(lines) == 2, lines
+    assert message in lines[0] and lines[0].endswith("; training 'cluster_16' instead")
+    assert lines[1].startswith("trained 'cluster_16': ")
+    assert trainer.pretrained is None and trainer.config.recipe == "quick"  # the run as asked, trained here
+    assert len(trainer.data.train_images) == len(data.train_images)
+    # next time: the same line, and the run saved in runs/ is reused
+    saae_lib.train_or_load("cluster_16", data=data, progress=False, pretrained="tiny-cluster", **options)
+    lines = printed_lines(capsys)
+    assert message in lines[0] and lines[0].endswith(
+        f"; trying {checkpoints.shown(shelf.runs / 'cluster_16' / CHECKPOINT_NAME)} instead")
+    assert lines[1].startswith("loaded 'cluster_16' (1 epochs, trained earlier)") or fault == "other epochs"
+
+
+def test_train_false_never_trains_and_says_why_in_one_line(shelf, tiny_mnist, monkeypatch, capsys):
+    monkeypatch.setattr(training.Trainer, "fit", never("training"))
+    monkeypatch.setattr(checkpoints, "machine_recipe", lambda device=None: "full")  # even where it would train
+    trainer = saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster",
+                                     train=False, **RUN)
+    assert trainer.pretrained is not None
+    capsys.readouterr()
+    monkeypatch.setattr(pretrained, "CHECKOUT", shelf.checkout.parent / "elsewhere")  # and no network
+    with pytest.raises(PretrainedError) as error:
+        saae_lib.train_or_load("cluster_16", data=tiny_mnist, progress=False, pretrained="tiny-cluster",
+                               train=False, **RUN)
+    message = str(error.value)
+    assert "\n" not in message and "cannot reach" in message
+    assert message.startswith("train_or_load('cluster_16', pretrained='tiny-cluster', train=False) has no model")
+    assert capsys.readouterr().out == "" and not shelf.runs.exists()
