@@ -223,7 +223,8 @@ def run_name(name: str, recipe: str, seed: int) -> str:
 def recipe_config(name: str, recipe: str) -> dict:
     """What a run of `recipe` trains (its resolved settings, without how it computed)."""
     config = asdict(TrainConfig(**QUALITY_RUNS[name], recipe=recipe).resolved(smoke=False))
-    return {key: value for key, value in config.items() if key not in IDENTITY_FREE and key != "seed"}
+    config = {key: value for key, value in config.items() if key not in IDENTITY_FREE and key != "seed"}
+    return json.loads(json.dumps(config))  # as stored: tuples become lists
 
 
 def bench_quality(device_name="auto", seeds=(0,), runs=None, recipes=RECIPES) -> dict:
@@ -244,7 +245,8 @@ def bench_quality(device_name="auto", seeds=(0,), runs=None, recipes=RECIPES) ->
                 per_seed.append(test_metrics(trainer))
                 # the prior match also on the validation images, beside the test set's
                 per_seed[-1].update(validation_metrics(trainer, only=("prior_match",)))
-                per_seed[-1].update(config=recipe_config(name, recipe), measures_version=MEASURES_VERSION)
+                per_seed[-1].update(config=recipe_config(name, recipe), measures_version=MEASURES_VERSION,
+                                    commit=current_commit(), threads=torch.get_num_threads())
                 print(f"{run_name(name, recipe, seed)}: {json.dumps(per_seed[-1])}", flush=True)
             results[run_name(name, recipe, 0)] = summarized(list(seeds), per_seed)
     return results
@@ -462,6 +464,11 @@ def markdown_for(label, result, targets=True) -> list[str]:
         lines += [f"| **all four** | **{total:.1f}** |", ""]
     quality = result.get("quality")
     if quality:
+        if "quality_date" in result:
+            commits = sorted({r["commit"] for e in quality.values() for r in e.get("per_seed", []) if "commit" in r})
+            plural = "s" if len(commits) > 1 else ""
+            lines += [f"Quality measured up to {result['quality_date']} (records of commit{plural} "
+                      f"{', '.join(commits) or 'not recorded'}; older records name none).", ""]
         lines += quality_table(quality, targets)
     return lines
 
@@ -487,7 +494,11 @@ def main(argv=None) -> int:
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{label}.json"
     result = json.loads(path.read_text()) if path.is_file() else {}  # keep the part not rerun
-    result.update(machine=machine_info(device), date=time.strftime("%Y-%m-%d"), targets=TARGETS, paper=PAPER)
+    if args.only == "quality" and "speed" in result:
+        # the machine line describes the speed measurement; the quality records name their own commit and threads
+        result.update(quality_date=time.strftime("%Y-%m-%d"), targets=TARGETS, paper=PAPER)
+    else:
+        result.update(machine=machine_info(device), date=time.strftime("%Y-%m-%d"), targets=TARGETS, paper=PAPER)
     if args.only in (None, "speed"):
         result["speed"] = bench_speed(device, args.repeats)
     if args.only in (None, "quality"):

@@ -100,6 +100,7 @@ def test_results_of_settings_no_recipe_has_are_not_shown_but_named():
     old = {"test_error": 0.05, "epochs": 20}  # the second edition's 20-epoch semi model, stored without its config
     quality = {"semi_100": bench.summarized([0], [old]),
                "semi_100_quick": bench.summarized([0], [today(0.03, recipe="quick")])}
+    quality = json.loads(json.dumps(quality))  # as stored (tuples become lists)
     text = "\n".join(bench.markdown_for("cpu-2c", {**fake_result(), "quality": quality}, targets=False))
     assert "| semi-supervised error, 100 labels | 3.00 % (n=1) | - | 1.90 % |" in text
     assert "5.00 %" not in text and "semi_100 (20 epochs)" in text
@@ -114,6 +115,17 @@ def test_prior_matches_of_the_old_first_2000_measure_are_not_shown():
     new = bench.summarized([0], [{**record, "measures_version": bench.MEASURES_VERSION}])
     text = "\n".join(bench.markdown_for("cpu-2c", {**fake_result(), "quality": {"aae_gaussian": new}}))
     assert "| AAE prior match (MMD to N(0, I), the same) | the full recipe | - | 0.0460 (n=1) | ≤ 0.01 | - |" in text
+
+
+def test_a_quality_only_run_keeps_the_speed_measurements_machine_line(tmp_path, monkeypatch):
+    stored = {**fake_result(), "quality": {}}
+    (tmp_path / "cpu-2c.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(bench, "bench_quality", lambda *args: {"ae": measured("ae", "full", "test_reconstruction_mse",
+                                                                              [0.0366])})
+    bench.main(["--only", "quality", "--label", "cpu-2c", "--results-dir", str(tmp_path)])
+    result = json.loads((tmp_path / "cpu-2c.json").read_text())
+    assert result["machine"] == stored["machine"] and result["date"] == stored["date"]
+    assert "quality_date" in result
 
 
 def test_each_run_has_a_quick_recipe_only_where_it_differs():
