@@ -53,7 +53,17 @@ from .runs import (
     run_lock,
     set_aside,
 )
-from .training import DEFAULTS, OPTIONS, ConfigError, Option, TrainConfig, Trainer, model_options
+from .training import (
+    DEFAULTS,
+    OPTIONS,
+    ConfigError,
+    Option,
+    TrainConfig,
+    Trainer,
+    defaults_of,
+    machine_recipe,
+    model_options,
+)
 
 SAMPLE_CHUNK = 10_000  # images decoded at a time by `sample`
 IMAGE_BYTES = 28 * 28 + 8  # one sampled image (uint8) and its label (int64) in memory
@@ -369,6 +379,17 @@ def command_train(args) -> int:
                 out.rmdir()  # only if empty
 
 
+def recipe_hint(config: TrainConfig, device) -> str | None:
+    """A line for a full recipe trained where the quick one is meant (a CPU) and differs from it; else None."""
+    model = MODELS[config.model]
+    quick = model.recipes.get("quick", {})
+    if config.recipe != "full" or not quick or machine_recipe(device) != "quick":
+        return None
+    full_epochs, quick_epochs = defaults_of(model)["epochs"], defaults_of(model, "quick")["epochs"]
+    return (f"the full recipe of {config.model} trains {full_epochs} epochs, hours on a {device.type.upper()}: "
+            f"--recipe quick trains {quick_epochs} (what it is for), and a GPU trains the full one in minutes")
+
+
 def train_locked(args, out: Path, config) -> int:
     """`train`, with the lock of `out` held: nothing here runs beside another writer of `out`."""
     for name in (CHECKPOINT_NAME, METRICS_NAME):
@@ -412,7 +433,10 @@ def train_locked(args, out: Path, config) -> int:
         say(f"continuing the unfinished --force run of {out} in {target}; it replaces {out} when it ends")
     if run.saved < run.total:
         say(f"training {trainer.config.model} on {trainer.device} ({'bf16' if trainer.use_bf16 else 'fp32'}), "
-            f"{len(trainer.data.train_images)} images")
+            f"{len(trainer.data.train_images)} images, {trainer.config.recipe} recipe")
+        hint = None if args.resume or args.epochs is not None else recipe_hint(trainer.config, trainer.device)
+        if hint:
+            say(hint)
     elif metrics is None:
         say(f"evaluating the {plural(run.saved, 'epoch')} of {target}: they are trained, their test metrics missing")
 

@@ -551,3 +551,12 @@ def test_sample_decodes_in_chunks(runs, tmp_path, monkeypatch):
     arrays = np.load(tmp_path / "s.npz")
     assert arrays["images"].shape == (20, 28, 28) and arrays["labels"].shape == (20,)
     assert len(set(arrays["labels"].tolist())) > 1  # random labels drawn for every chunk
+
+
+def test_a_full_recipe_on_a_cpu_says_how_to_train_the_quick_one():
+    from saae_lib.cli import recipe_hint
+    cpu = torch.device("cpu")
+    hint = recipe_hint(TrainConfig(model="semi").resolved(smoke=False), cpu)
+    assert "150 epochs" in hint and "--recipe quick trains 40" in hint
+    assert recipe_hint(TrainConfig(model="semi", recipe="quick").resolved(smoke=False), cpu) is None
+    assert recipe_hint(TrainConfig(model="aae").resolved(smoke=False), cpu) is None  # one recipe
