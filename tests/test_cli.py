@@ -475,7 +475,9 @@ def test_ctrl_c_in_a_real_process(session_dirs, tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "saae_lib", "train", "ae", "--out", str(out), "--epochs", "500",
                                 "--hidden", "64", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=ROOT, env=subprocess_env(session_dirs))
+                               text=True, cwd=ROOT, env=subprocess_env(session_dirs),
+                               # a test run started as a background job inherits SIGINT ignored: give Ctrl-C back
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:  # wait until the first epoch is saved
         if line.startswith("epoch 1/500"):
             break
