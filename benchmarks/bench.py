@@ -321,10 +321,10 @@ def write_markdown(results_dir=RESULTS_DIR) -> Path:
     return out
 
 
-def is_current(record: dict, name: str, recipe: str, key: str) -> bool:
-    """A per-seed record that measured what the recipe trains today: its settings (or, in records that predate them,
-    its epochs) equal the recipe's, and a prior match that was taken on a random sample."""
-    config = recipe_config(name, recipe)
+def is_current(record: dict, config: dict, key: str) -> bool:
+    """A per-seed record that measured what a recipe (its `config`, recipe_config's) trains today: its settings (or,
+    in records that predate them, its epochs) equal the recipe's, and a prior match that was taken on a random
+    sample."""
     trained = record.get("config")
     same = trained == config if trained is not None else record.get("epochs") == config["epochs"]
     return same and (key not in PRIOR_MATCH_KEYS or record.get("measures_version", 1) >= MEASURES_VERSION)
@@ -333,8 +333,8 @@ def is_current(record: dict, name: str, recipe: str, key: str) -> bool:
 def current_stats(quality: dict, name: str, recipe: str, key: str) -> dict | None:
     """Mean, std, min, max and n of `key` over the current records of a run's recipe (None: none measured)."""
     entry = quality.get(run_name(name, recipe, 0), {})
-    values = [record[key] for record in entry.get("per_seed", [])
-              if key in record and is_current(record, name, recipe, key)]
+    config = recipe_config(name, recipe)
+    values = [record[key] for record in entry.get("per_seed", []) if key in record and is_current(record, config, key)]
     return summary(values) if values else None
 
 
@@ -347,10 +347,11 @@ def stale_runs(quality: dict) -> tuple[list[str], list[str]]:
     for stored, entry in sorted(quality.items()):
         name, recipe = shown.get(stored, (None, None))
         records = entry.get("per_seed", [])
-        if name is None or any(not is_current(r, name, recipe, "test_error") for r in records):
+        config = recipe_config(name, recipe) if name is not None else None
+        if config is None or any(not is_current(r, config, "test_error") for r in records):
             epochs = sorted({r.get("epochs") for r in records if r.get("epochs")})
             stale.append(f"{stored} ({', '.join(map(str, epochs))} epochs)" if epochs else stored)
-        elif any("prior_match_mmd" in r and not is_current(r, name, recipe, "prior_match_mmd") for r in records):
+        elif any("prior_match_mmd" in r and not is_current(r, config, "prior_match_mmd") for r in records):
             old_prior_match.append(stored)
     return stale, old_prior_match
 

@@ -537,13 +537,11 @@ def locate(name: str) -> tuple[Path, dict, str]:
     if folder is not None:
         return folder, verify(folder), "this checkout"
     cache = cache_folder(name)
-    cached = False
-    with contextlib.suppress(PretrainedError):
-        cached = is_pretrained(cache) and bool(verify(cache))
+    if is_pretrained(cache):
+        with contextlib.suppress(PretrainedError):  # damaged or changed: fetch downloads it again
+            return cache, verify(cache), "the cache"
     folder = fetch(name, timeout=DEFAULT_TIMEOUT_S)
     manifest = verify(folder)
-    if cached:
-        return folder, manifest, "the cache"
     size = sum(entry["bytes"] for entry in manifest["files"].values())
     print(f"downloaded the pretrained model {name!r} ({size / 1e6:.1f} MB) into {folder}" if size >= 1e5 else
           f"downloaded the pretrained model {name!r} ({size / 1e3:.0f} kB) into {folder}")

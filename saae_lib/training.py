@@ -46,7 +46,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("adam", "momentum")
 RECIPES = ("full", "quick")
-MOMENTUM = 0.9  # of the momentum optimizer (SGD), as in Makhzani et al.'s appendix
+MOMENTUM = 0.9  # of the momentum optimizer (SGD); the usual value: the paper's appendix is not checked yet
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 
 
@@ -115,8 +115,8 @@ class TrainConfig:
     lr_schedule: str | None = option("constant; cosine: every learning rate decays to ~0 over the run's epochs; "
                                      "step: x0.1 after a hundredth and again after a fifth of them (the paper's 50 "
                                      "and 1000 of 5000) (default: the model's)", one_of(LR_SCHEDULES))
-    optimizer: str = option("adam (default), or momentum: SGD with momentum 0.9, as in the paper (set lr and "
-                            "adversarial_lr for it, e.g. 0.1)", one_of(OPTIMIZERS), default="adam")
+    optimizer: str = option("adam (default), or momentum: SGD with momentum 0.9, the paper's kind of optimizer (set "
+                            "lr and adversarial_lr for it, e.g. 0.1)", one_of(OPTIMIZERS), default="adam")
     precision: str = option("auto (default): bf16 where the hardware has it natively (CPUs with bf16 units; GPUs of "
                             "compute capability 8.0+ with the CUDA graph), else fp32", one_of(PRECISIONS),
                             default="auto")
@@ -155,8 +155,6 @@ class TrainConfig:
         defaults. In smoke mode (default: settings.smoke_mode()) the default number of epochs is capped."""
         if self.model not in MODELS:
             raise ConfigError("model", f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
-        if self.recipe not in RECIPES:
-            raise ConfigError("recipe", f"recipe must be {OPTIONS['recipe'].check.description}, got {self.recipe!r}")
         model = MODELS[self.model]
         for name in MODEL_OPTIONS:
             if getattr(self, name) is not None and name not in model.uses():
@@ -289,7 +287,7 @@ def placement(config: TrainConfig, device: torch.device | None = None) -> Placem
 def machine_recipe(device: torch.device | str | None = None) -> str:
     """The recipe to train on this machine (or on `device`): full on a CUDA GPU (minutes per model), quick elsewhere
     (a CPU, Apple's mps), where the full recipes of the label-learning models take hours."""
-    device = settings.pick_device(device if isinstance(device, str) or device is None else str(device))
+    device = device if isinstance(device, torch.device) else settings.pick_device(device)
     return "full" if device.type == "cuda" else "quick"
 
 
@@ -358,7 +356,8 @@ class Trainer:
         return torch.optim.Adam(params, lr=lr, fused=self.device.type in {"cpu", "cuda"})
 
     def momentum_sgd(self, modules, lr) -> torch.optim.Optimizer:
-        """The paper's optimizer: SGD with momentum (not replayed by a CUDA graph: the placement turns it off)."""
+        """SGD with momentum, the paper's kind of optimizer (not replayed by a CUDA graph: the placement turns it
+        off)."""
         return torch.optim.SGD([p for module in modules for p in module.parameters()], lr=lr, momentum=MOMENTUM)
 
     # -- the shared loop ------------------------------------------------------------------------------------------
