@@ -69,7 +69,7 @@ shellcheck:
 lint-workflows: $(STAMP) shellcheck
 	$(VENV)/bin/actionlint
 
-## Re-execute all four chapters in full mode (real training), storing their outputs.
+## Re-execute all five chapters in full mode (real training), storing their outputs.
 # Trained models go to runs/ (fresh for every full run), where `make bench` finds and reuses them.
 notebooks: $(STAMP)
 	rm -rf runs

@@ -1,9 +1,7 @@
-"""Denoising: corruptions of clean digits, the classical filters that undo them, and the numbers that say how well.
+"""Denoising: the classical filters that undo corruptions of clean digits, and the numbers that say how well.
 
-Corruptions work on torch tensors of images in [0, 1] ((n, 784), (n, 28, 28) or (n, 1, 28, 28); the result has the
-input's shape) and draw every random number from an explicit torch.Generator, so a noisy test set is the same on
-every run. The filters (SciPy) and the measures (scikit-image) work on numpy copies: filters return a tensor like
-their input, measures a float.
+The corruptions themselves are in corruptions.py (re-exported here). The filters (SciPy) and the measures
+(scikit-image) work on numpy copies: filters return a tensor like their input, measures a float.
 """
 
 import numpy as np
@@ -11,68 +9,11 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from .data import check_images
+from .corruptions import CORRUPTIONS, SIDE, check_pixels, corrupt, gaussian_noise, masked_block, salt_and_pepper
 from .features import as_array
 
-SIDE = 28  # MNIST images are SIDE x SIDE
-
-
-def check_pixels(x: torch.Tensor) -> torch.Tensor:
-    """x flattened to (n, 784) floats (check_images), refusing pixels outside [0, 1]."""
-    flat = check_images(x)
-    if flat.numel() and (flat.min() < 0 or flat.max() > 1):
-        raise ValueError(f"pixels must be in [0, 1], got {float(flat.min()):g} to {float(flat.max()):g}: divide "
-                         "0..255 images by 255")
-    return flat
-
-
-def gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    """x~ = clip(x + std * eps, 0, 1), eps ~ N(0, I): additive noise, clipped back to valid pixels."""
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
-    flat = check_pixels(x)
-    noise = torch.randn(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)  # n, 784
-    return (flat + std * noise).clamp(0, 1).reshape(x.shape)
-
-
-def salt_and_pepper(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """Exactly round(fraction * 784) pixels of each image, chosen at random, set to 1 (salt) or 0 (pepper) with
-    probability 1/2 each; the other pixels are kept. (A pixel already at that value looks untouched.)"""
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    flat = check_pixels(x)
-    n, pixels = flat.shape
-    k = round(fraction * pixels)
-    # The first k of a random permutation per image: k distinct pixels, the same number in every image.
-    order = torch.rand(n, pixels, generator=generator, device=flat.device).argsort(dim=1)  # n, 784
-    chosen = order[:, :k]  # n, k
-    values = (torch.rand(n, k, generator=generator, device=flat.device) < 0.5).to(flat.dtype)  # n, k: salt or pepper
-    return flat.scatter(1, chosen, values).reshape(x.shape)
-
-
-def masked_block(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image with one size x size square, at a uniformly random place that fits inside the image, set to 0."""
-    if not 1 <= size <= SIDE:
-        raise ValueError(f"size must be between 1 and {SIDE}, got {size}")
-    flat = check_pixels(x)
-    n = len(flat)
-    top, left = torch.randint(SIDE - size + 1, (2, n, 1, 1), generator=generator, device=flat.device)  # n, 1, 1 each
-    rows = torch.arange(SIDE, device=flat.device).view(1, SIDE, 1)
-    columns = torch.arange(SIDE, device=flat.device).view(1, 1, SIDE)
-    inside = (rows >= top) & (rows < top + size) & (columns >= left) & (columns < left + size)  # n, 28, 28
-    return flat.reshape(n, SIDE, SIDE).masked_fill(inside, 0).reshape(x.shape)
-
-
-CORRUPTIONS = {"gaussian": gaussian_noise, "salt_and_pepper": salt_and_pepper, "masked_block": masked_block}
-
-
-def corrupt(x: torch.Tensor, kind: str, level, generator: torch.Generator) -> torch.Tensor:
-    """A corruption by name: 'gaussian' (level = std), 'salt_and_pepper' (level = fraction) or 'masked_block'
-    (level = the square's side)."""
-    if kind not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {kind!r}: choose one of {', '.join(CORRUPTIONS)}")
-    return CORRUPTIONS[kind](x, level, generator)
-
+__all__ = ["CORRUPTIONS", "SIDE", "check_pixels", "corrupt", "gaussian_noise", "masked_block", "salt_and_pepper",
+           "median_filter", "gaussian_filter", "psnr", "psnr_per_image", "ssim"]
 
 def as_image_stack(images) -> np.ndarray:
     """images (a tensor or array of 784-pixel rows or 28 x 28 images) as a float64 (n, 28, 28) array."""
@@ -126,8 +67,12 @@ def psnr_per_image(clean, restored) -> np.ndarray:
 
 
 def psnr(clean, restored) -> float:
-    """The mean over images of the per-image PSNR (psnr_per_image), in dB: higher is better."""
-    return float(psnr_per_image(clean, restored).mean())
+    """The PSNR of a set of images, 10 log10(1 / MSE) dB with MSE the mean squared error over all their pixels: higher
+    is better. (Not the mean of psnr_per_image: one image restored exactly, a zeroed square that fell on the black
+    background, would make that mean infinite.)"""
+    clean, restored = check_pair(clean, restored)
+    mse = float(((clean - restored) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def ssim(clean, restored) -> float:
@@ -135,3 +80,74 @@ def ssim(clean, restored) -> float:
     uniform window), in [-1, 1]: 1 for identical images."""
     clean, restored = check_pair(clean, restored)
     return float(np.mean([structural_similarity(c, r, data_range=1.0) for c, r in zip(clean, restored, strict=True)]))
+
+
+# -- the chapter's experiment: corrupted test sets, the best filter, two autoencoders ------------------------------
+# The test conditions: three levels of each corruption, up to the largest the denoising model trains on.
+LEVELS = {"gaussian": (0.3, 0.5, 0.7), "salt_and_pepper": (0.1, 0.2, 0.3), "masked_block": (8, 12, 16)}
+# The classical filters; at each condition the one with the best PSNR on corrupted validation images is tested.
+FILTERS = {
+    "median 3x3": lambda images: median_filter(images, 3),
+    "median 5x5": lambda images: median_filter(images, 5),
+    "gaussian 0.5": lambda images: gaussian_filter(images, 0.5),
+    "gaussian 1.0": lambda images: gaussian_filter(images, 1.0),
+    "gaussian 1.5": lambda images: gaussian_filter(images, 1.5),
+}
+# Both autoencoders have the same size (a 32-D code: a 2-D one cannot redraw a digit's details) and training; only
+# what they see differs: clean images (the plain autoencoder) or corrupted ones (the denoising autoencoder).
+AUTOENCODER_OPTIONS = dict(latent_dim=32, hidden=(512, 512), epochs=20)
+DENOISERS = {"autoencoder": "ae", "denoising autoencoder": "dae"}
+NOISE_SEEDS = {"validation": 1, "test": 2}  # one fixed corruption of each split, whatever the models' seed
+
+
+def condition_name(kind: str, level) -> str:
+    return f"{kind} {level:g}"
+
+
+def conditions() -> list[tuple[str, float]]:
+    return [(kind, level) for kind, levels in LEVELS.items() for level in levels]
+
+
+def corrupted_split(images: torch.Tensor, split: str) -> dict[str, torch.Tensor]:
+    """{condition: corrupted images} for every test condition, each drawn from its own fixed generator (the same
+    corrupted images on every run and for every model)."""
+    result = {}
+    for index, (kind, level) in enumerate(conditions()):
+        generator = torch.Generator(images.device).manual_seed(1000 * NOISE_SEEDS[split] + index)
+        result[condition_name(kind, level)] = corrupt(images, kind, level, generator)
+    return result
+
+
+def train_denoisers(data, *, seed: int = 0, progress=None, **options) -> dict:
+    """{"autoencoder": trainer, "denoising autoencoder": trainer}: AUTOENCODER_OPTIONS (and `options`), trained or
+    loaded from runs/dae_32 and runs/ae_32 (with _seedK for other seeds)."""
+    from .anomaly import run_name
+    from .checkpoints import train_or_load
+
+    return {name: train_or_load(run_name(f"{model}_32", seed), data=data, model=model, seed=seed, progress=progress,
+                                **{**AUTOENCODER_OPTIONS, **options})
+            for name, model in DENOISERS.items()}
+
+
+def best_filters(clean_val: torch.Tensor, noisy_val: dict) -> dict[str, str]:
+    """{condition: the name of the FILTERS entry with the highest PSNR on the corrupted validation images}."""
+    return {condition: max(FILTERS, key=lambda name: psnr(clean_val, FILTERS[name](noisy)))
+            for condition, noisy in noisy_val.items()}
+
+
+def denoising_results(models: dict, data) -> dict[str, dict]:
+    """{condition: {method: {"psnr": dB, "ssim": ...}}} on every test image, for the corrupted input itself, the
+    best classical filter (chosen on validation: its name under "filter") and each model's reconstruction of the
+    corrupted input (models: name -> model)."""
+    from . import metrics
+
+    chosen = best_filters(data.val_images, corrupted_split(data.val_images, "validation"))
+    results = {}
+    for condition, noisy in corrupted_split(data.test_images, "test").items():
+        restored = {"corrupted input": noisy, "best filter": FILTERS[chosen[condition]](noisy)}
+        for name, model in models.items():
+            restored[name] = metrics.reconstruct(model.eval(), noisy)
+        results[condition] = {name: {"psnr": psnr(data.test_images, images), "ssim": ssim(data.test_images, images)}
+                              for name, images in restored.items()}
+        results[condition]["filter"] = chosen[condition]
+    return results

@@ -775,3 +775,50 @@ def check_phases(function) -> bool:
           f"library's step does: reconstruction the encoder and decoder, discriminator the discriminator, generator "
           f"the encoder)")
     return True
+
+
+# -- chapter 5: the typicality of a code ------------------------------------------------------------------------------
+def typicality_reference(z):
+    """|-log p(z) - E_p[-log p]| for N(0, I): (| ||z||^2 - d |) / 2, one number per code."""
+    return (z.pow(2).sum(dim=1) - z.shape[1]).abs() / 2
+
+
+def _codes(generator):
+    n, d = (int(v) for v in torch.randint(2, 9, (2,), generator=generator))
+    scale = float(torch.empty(()).uniform_(0.2, 2.5, generator=generator))  # inside, on and outside the shell
+    return Case((scale * torch.randn(n, d, generator=generator),), f"random codes of shape ({n}, {d})")
+
+
+def _typicality_cases():
+    generator = torch.Generator().manual_seed(5)
+    return [Case((torch.zeros(4, 8),), "codes at the mode z = 0 (the most likely point, and untypical)"),
+            Case((torch.ones(3, 8),), "codes on the shell ||z||^2 = d (typical: 0)"),
+            Case((torch.randn(6, 1, generator=generator),), "1-D codes"),
+            Case((torch.randn(5, 5, generator=generator) * 3,), "five 5-D codes (as many codes as dimensions)")]
+
+
+def _typicality_hint(answer, args):
+    (z,) = args
+    if answer is not None and answer.shape == (z.shape[0],) and bool((answer < 0).any()):
+        return "some scores are negative: the distance from the typical value is an absolute value"
+    return None
+
+
+TYPICALITY = Exercise(
+    "typicality", typicality_reference, _codes, _typicality_cases,
+    "the mode, the shell, 1-D codes, as many codes as dimensions",
+    mistakes={
+        "this is -log p(z) up to a constant, the density score: it calls the mode the most normal code; subtract the "
+        "typical value d / 2 and take the absolute value": lambda z: z.pow(2).sum(dim=1) / 2,
+        "d is the code's dimension, z.shape[1], not the number of codes z.shape[0]":
+            lambda z: (z.pow(2).sum(dim=1) - z.shape[0]).abs() / 2,
+        "||z|| is not squared: -log p(z) has ||z||^2 / 2": lambda z: (z.norm(dim=1) - z.shape[1]).abs() / 2,
+        "the factor 1/2 of -log p(z) = ||z||^2 / 2 + const is missing": lambda z: (z.pow(2).sum(dim=1)
+                                                                                 - z.shape[1]).abs(),
+    },
+    hint=_typicality_hint)
+
+
+def check_typicality(function) -> bool:
+    """Chapter 5: typicality(z), the typicality score |-log p(z) - E[-log p]| of codes z (n, d) under N(0, I)."""
+    return check(TYPICALITY, function)

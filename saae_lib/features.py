@@ -118,3 +118,53 @@ def accuracy_by_budget(train_codes, train_labels, test_codes, test_labels, budge
             "linear": linear_probe_accuracy(train_codes[pick], train_labels[pick], test_codes, test_labels),
         }
     return result
+
+
+def feature_results(codes: dict, train_labels, test_labels, budgets=BUDGETS, seed: int = 0) -> dict[str, dict]:
+    """{name: {budget: {"knn": 1-NN accuracy, "linear": linear probe accuracy}}} for each entry of `codes`
+    ({name: (training codes, test codes)}: a model's codes, PCA's, raw pixels): accuracy_by_budget on each."""
+    return {name: accuracy_by_budget(train, train_labels, test, test_labels, budgets=budgets, seed=seed)
+            for name, (train, test) in codes.items()}
+
+
+def baseline_codes(train_images, test_images, dims) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"PCA D-D": (train, test)} for each dimension in `dims`, and {"pixels": (train, test)}: what a model's codes
+    are compared with."""
+    result = {f"PCA {dim}-D": (pca_codes(train_images, train_images, dim), pca_codes(train_images, test_images, dim))
+              for dim in dims}
+    return result | {"pixels": (as_points(train_images, "train_images"), as_points(test_images, "test_images"))}
+
+
+def book_models(data, *, seed: int = 0, recipe: str | None = None, progress=None) -> dict:
+    """The models of chapters 1, 2 and 4 whose codes chapter 5 tests as features, by their chapters' run names and
+    options (loaded from runs/ where those chapters trained them, else trained now); recipe: the semi-supervised
+    model's (default: machine_recipe(), as chapter 4 chooses it)."""
+    from .anomaly import run_name
+    from .checkpoints import train_or_load
+    from .training import machine_recipe
+
+    recipe = recipe or machine_recipe(data.device)
+    return {
+        "AE 2-D (ch. 1)": train_or_load(run_name("ae", seed), data=data, progress=progress, model="ae", seed=seed),
+        "AAE 2-D (ch. 2)": train_or_load(run_name("aae_gaussian", seed), data=data, progress=progress, model="aae",
+                                         prior="gaussian", seed=seed),
+        "semi 100 (ch. 4)": train_or_load(run_name("semi_100", seed), data=data, progress=progress, model="semi",
+                                          n_labels=100, recipe=recipe, seed=seed),
+    }
+
+
+def feature_codes(book: dict, data) -> dict:
+    """{name: (training codes, test codes)} of the book's models: z of the 2-D models, and the semi-supervised
+    model's style z and label probabilities q(y | x)."""
+    from . import metrics
+
+    def pair(encode):
+        return encode(data.train_images).cpu().numpy(), encode(data.test_images).cpu().numpy()
+
+    semi = book["semi 100 (ch. 4)"].model.eval()
+    return {
+        "AE 2-D (ch. 1)": pair(lambda x: metrics.encode(book["AE 2-D (ch. 1)"].model.eval(), x)),
+        "AAE 2-D (ch. 2)": pair(lambda x: metrics.encode(book["AAE 2-D (ch. 2)"].model.eval(), x)),
+        "semi style z (10-D)": pair(lambda x: metrics.encode(semi, x)),
+        "semi label q(y|x) (10-D)": pair(lambda x: metrics.label_probabilities(semi, x)),
+    }

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .corruptions import random_corruptions
 from .data import IMAGE_PIXELS, N_CLASSES, check_images, check_labels, labeled_subset
 from .priors import CategoricalPrior, GaussianPrior, Prior, make_prior
 from .settings import ConfigError
@@ -294,6 +295,28 @@ class Autoencoder(SamplesCodes, Model):
 
     def forward(self, x, labels=None):
         return self.reconstruct(x, labels)
+
+
+class DenoisingAutoencoder(Autoencoder):
+    """An autoencoder that learns to undo corruptions: it encodes a corrupted image and is scored on the clean one.
+
+    "A good representation is one that can be obtained robustly from a corrupted input and that will be useful for
+    recovering the corresponding clean input" (Vincent et al., 2008). The loss is the autoencoder's, with the clean
+    image as the target:  L = BCE(dec(enc(c(x))), x),  c a random corruption. Each training image gets one of
+    Gaussian noise, salt and pepper or a zeroed square, at a level drawn up to `corruption` (corruptions.py), so one
+    model undoes all three at every level up to those (a blind denoiser); evaluation sees what it is given.
+    """
+
+    kind = "dae"
+    defaults = dict(epochs=20, latent_dim=32, batch_size=500, lr=2e-3)
+    # The largest level of each kind it trains on: chapter 5 tests it up to these, and no further.
+    corruption = dict(max_std=0.7, max_fraction=0.3, max_block=16)
+
+    def training_step(self, x, y, trainer) -> dict:
+        corrupted = random_corruptions(x, trainer.generator, **self.corruption)  # B, 784
+        with trainer.autocast():
+            loss = reconstruction_loss(self.decoder(self.encoder(corrupted)), x)
+        return {"reconstruction": trainer.update("reconstruction", loss)}
 
 
 class AdversarialAutoencoder(Autoencoder):

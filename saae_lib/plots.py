@@ -429,3 +429,56 @@ def loss_curves(history, keys=None, title=None, max_cols=4):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.xaxis.set_tick_params(labelbottom=True)  # sharex would hide them on upper rows
         return _finish(fig, title)
+
+
+# -----------------------------------------------------------------------------
+# chapter 5: anomaly scores and binary codes
+
+
+def score_histograms(scores, is_anomaly, title=None, bins=60):
+    """One panel per score (scores = {"name": (n,) values}): the histograms of the normal images' scores and of the
+    anomalies', each normalised to area 1 (there are nine times as many anomalies), on a shared x range per panel
+    from the 0.5th to the 99.5th percentile (a few extreme scores would squash the rest)."""
+    is_anomaly = np.asarray(_to_numpy(is_anomaly), dtype=bool)
+    if not scores:
+        raise ValueError("score_histograms needs at least one score")
+    if is_anomaly.all() or not is_anomaly.any():
+        raise ValueError("score_histograms needs both normal images and anomalies")
+    with plt.rc_context(_style_rc()):
+        fig, axes = plt.subplots(1, len(scores), figsize=(3.3 * len(scores) + 0.3, 2.7 + 0.3 * bool(title)),
+                                 squeeze=False, layout="constrained")
+        for ax, (name, values) in zip(axes.flat, scores.items(), strict=True):
+            values = np.asarray(_to_numpy(values), dtype=np.float64)
+            if values.shape != is_anomaly.shape:
+                raise ValueError(f"scores[{name!r}] has shape {values.shape}, is_anomaly {is_anomaly.shape}")
+            edges = np.linspace(*np.percentile(values, [0.5, 99.5]), bins + 1)
+            for mask, label, color in ((~is_anomaly, "normal", CURVE_COLORS[0]), (is_anomaly, "anomaly",
+                                                                                  CURVE_COLORS[3])):
+                ax.hist(np.clip(values[mask], edges[0], edges[-1]), bins=edges, density=True, alpha=0.55,
+                        color=color, label=f"{label} ({int(mask.sum())})")
+            ax.set_title(name)
+            ax.set_yticks([])
+        axes.flat[0].legend(fontsize=8)
+        return _finish(fig, title)
+
+
+def bit_balance(bits, title=None):
+    """For each code (bits = {"name": (n, n_bits) bools}), the share of images with each bit set: bars at 1/2 mean
+    every bit splits the images in half."""
+    if not bits:
+        raise ValueError("bit_balance needs at least one set of bits")
+    with plt.rc_context(_style_rc()):
+        fig, axes = plt.subplots(1, len(bits), figsize=(3.6 * len(bits) + 0.3, 2.5 + 0.3 * bool(title)),
+                                 squeeze=False, sharey=True, layout="constrained")
+        for ax, (name, values) in zip(axes.flat, bits.items(), strict=True):
+            values = np.asarray(_to_numpy(values))
+            if values.ndim != 2:
+                raise ValueError(f"bits[{name!r}] must be (n, n_bits), got shape {values.shape}")
+            share = values.astype(np.float64).mean(axis=0)
+            ax.bar(np.arange(len(share)), share, color=CURVE_COLORS[0])
+            ax.axhline(0.5, color=PRIOR_COLOR, lw=1, ls="--")
+            ax.set_ylim(0, 1)
+            ax.set_title(name)
+            ax.set_xlabel("bit")
+        axes.flat[0].set_ylabel("share of images with the bit set")
+        return _finish(fig, title)

@@ -1,6 +1,6 @@
-"""Execute the four chapters in full mode, in place, storing their outputs; record each chapter's wall time.
+"""Execute the five chapters in full mode, in place, storing their outputs; record each chapter's wall time.
 
-    python scripts/run_notebooks.py [notebooks/01_autoencoder.ipynb ...]     (`make notebooks` runs all four)
+    python scripts/run_notebooks.py [notebooks/01_autoencoder.ipynb ...]     (`make notebooks` runs all five)
 
 Wall times go to benchmarks/results/chapters-<machine>.json, which `python -m benchmarks.bench` folds into its report.
 """

@@ -64,7 +64,7 @@ def test_one_class_split_trains_on_the_normal_digit_and_flags_the_others():
     split = anomaly.one_class_split(data, 3)
     assert len(split.train_images) == 30 and len(split.val_images) == 5
     assert torch.equal(split.train_images, data.train_images[data.train_labels == 3])
-    assert torch.equal(split.test_images, data.test_images)  # every test image is scored
+    assert torch.equal(split.images, data.test_images)  # every test image is scored
     assert torch.equal(split.is_anomaly, data.test_labels != 3)
     assert int(split.is_anomaly.sum()) == 9 * 20
     with pytest.raises(ValueError, match="digit must be in 0..9"):
@@ -74,8 +74,8 @@ def test_one_class_split_trains_on_the_normal_digit_and_flags_the_others():
 def test_one_class_split_on_real_mnist(tiny_mnist):
     split = anomaly.one_class_split(tiny_mnist, 7)
     assert len(split.train_images) == int((tiny_mnist.train_labels == 7).sum()) > 0
-    assert set(split.test_labels[split.is_anomaly].tolist()) == set(range(10)) - {7}
-    assert set(split.test_labels[~split.is_anomaly].tolist()) == {7}
+    assert set(split.labels[split.is_anomaly].tolist()) == set(range(10)) - {7}
+    assert set(split.labels[~split.is_anomaly].tolist()) == {7}
 
 
 def subspace_data(seed=0):
@@ -140,6 +140,19 @@ def test_prior_score_is_lower_near_the_gaussian_priors_mode():
     np.testing.assert_allclose(anomaly.prior_score(far, images), (9 + 4) / 2 + np.log(2 * np.pi), rtol=1e-6)
 
 
+def test_typicality_scores_the_mode_as_untypical_and_the_shell_as_typical():
+    """For N(0, I) in d dimensions, -log p(z) - E[-log p] = (||z||^2 - d) / 2: 0 on the shell ||z||^2 = d, d / 2 at
+    the mode (the prior score calls the mode the most normal code of all)."""
+    images = torch.rand(4, 784, generator=generator())
+    at_mode = model_with_constant_code(AdversarialAutoencoder(latent_dim=2, hidden=(32, 32)), [0.0, 0.0])
+    on_shell = model_with_constant_code(AdversarialAutoencoder(latent_dim=2, hidden=(32, 32)), [1.0, 1.0])
+    far = model_with_constant_code(AdversarialAutoencoder(latent_dim=2, hidden=(32, 32)), [3.0, 2.0])
+    np.testing.assert_allclose(anomaly.typicality_score(at_mode, images), 1.0, atol=0.03)  # the mean of 10k samples
+    np.testing.assert_allclose(anomaly.typicality_score(on_shell, images), 0.0, atol=0.03)
+    np.testing.assert_allclose(anomaly.typicality_score(far, images), (13 - 2) / 2, atol=0.03)
+    assert (anomaly.prior_score(at_mode, images) < anomaly.prior_score(on_shell, images)).all()
+
+
 def test_prior_score_uses_the_priors_own_density():
     torch.manual_seed(0)
     images = torch.rand(3, 784, generator=generator())
@@ -163,8 +176,8 @@ def test_combined_score_is_the_sum_of_scores_standardised_on_the_normal_images()
     model = AdversarialAutoencoder(latent_dim=2, hidden=(32, 32))
     train, images = torch.rand(20, 784, generator=generator(1)), torch.rand(5, 784, generator=generator(2))
     rec, rec_train = anomaly.reconstruction_score(model, images), anomaly.reconstruction_score(model, train)
-    pri, pri_train = anomaly.prior_score(model, images), anomaly.prior_score(model, train)
-    expected = (rec - rec_train.mean()) / rec_train.std() + (pri - pri_train.mean()) / pri_train.std()
+    typ, typ_train = anomaly.typicality_score(model, images), anomaly.typicality_score(model, train)
+    expected = (rec - rec_train.mean()) / rec_train.std() + (typ - typ_train.mean()) / typ_train.std()
     np.testing.assert_allclose(anomaly.combined_score(model, images, train), expected, rtol=1e-6)
     standardised = anomaly.combined_score(model, train, train)
     assert abs(standardised.mean()) < 1e-6  # each part has mean 0 on the reference images
@@ -176,7 +189,7 @@ def test_per_digit_auroc_runs_the_protocol_for_each_digit():
 
     def score(split):
         seen.append(split.digit)
-        return anomaly.nearest_neighbour_score(split.train_images, split.test_images)
+        return anomaly.nearest_neighbour_score(split.train_images, split.images)
 
     per_digit, mean = anomaly.per_digit_auroc(score, data)
     assert seen == list(range(10)) and sorted(per_digit) == list(range(10))
@@ -253,13 +266,18 @@ def test_gaussian_filter_does_not_blur_across_the_batch():
     assert float(blurred[1, 14, 15]) == pytest.approx(float(blurred[1, 15, 14]))  # isotropic
 
 
-def test_psnr_equals_scikit_images_mean_per_image_psnr():
+def test_psnr_per_image_is_scikit_images_and_the_sets_psnr_is_that_of_all_pixels():
     clean = torch.rand(8, 784, generator=generator(3))
     noisy = denoising.gaussian_noise(clean, 0.3, generator(4))
-    expected = np.mean([peak_signal_noise_ratio(c, n, data_range=1.0)
-                        for c, n in zip(clean.double().numpy(), noisy.double().numpy(), strict=True)])
-    assert denoising.psnr(clean, noisy) == pytest.approx(expected, rel=1e-9)
+    per_image = [peak_signal_noise_ratio(c, n, data_range=1.0)
+                 for c, n in zip(clean.double().numpy(), noisy.double().numpy(), strict=True)]
+    np.testing.assert_allclose(denoising.psnr_per_image(clean, noisy), per_image, rtol=1e-9)
+    whole = peak_signal_noise_ratio(clean.double().numpy(), noisy.double().numpy(), data_range=1.0)
+    assert denoising.psnr(clean, noisy) == pytest.approx(whole, rel=1e-9)  # the set as one image
     assert denoising.psnr_per_image(clean, clean).tolist() == [np.inf] * 8
+    one_exact = noisy.clone()
+    one_exact[0] = clean[0]
+    assert np.isfinite(denoising.psnr(clean, one_exact)) and denoising.psnr(clean, clean) == np.inf
 
 
 def test_ssim_is_scikit_images_mean_and_one_for_identical_images():
@@ -428,3 +446,160 @@ def test_accuracy_by_budget_reports_each_budget():
     test = centres[test_labels] + rng.standard_normal((30, 10))
     result = features.accuracy_by_budget(train, train_labels, test, test_labels, budgets=(100, None))
     assert result == {100: {"knn": 1.0, "linear": 1.0}, None: {"knn": 1.0, "linear": 1.0}}
+
+
+# -- chapter 5's experiments: the functions the chapter and benchmarks/applications.py share -------------------
+def test_random_corruptions_are_reproducible_in_range_and_nothing_at_level_zero():
+    from saae_lib.corruptions import random_corruptions
+
+    images = torch.rand(64, 784, generator=generator(0))
+    levels = dict(max_std=0.7, max_fraction=0.3, max_block=16)
+    first = random_corruptions(images, generator(1), **levels)
+    assert torch.equal(first, random_corruptions(images, generator(1), **levels))
+    assert not torch.equal(first, random_corruptions(images, generator(2), **levels))
+    assert first.shape == images.shape and first.min() >= 0 and first.max() <= 1
+    changed = (first != images).any(dim=1)
+    assert changed.float().mean() > 0.9  # nearly every image changed (a level near 0 may leave one untouched)
+    untouched = random_corruptions(images, generator(1), max_std=0.0, max_fraction=0.0, max_block=0)
+    assert torch.equal(untouched, images)
+
+
+def test_random_corruptions_use_all_three_kinds():
+    from saae_lib.corruptions import random_corruptions
+
+    gray = torch.full((300, 784), 0.5)
+    out = random_corruptions(gray, generator(3), max_std=0.7, max_fraction=0.3, max_block=16)
+    other = (out != 0.5)
+    speckle = ((out == 0) | (out == 1) | ~other).all(dim=1) & (out == 1).any(dim=1)  # salt: only s&p makes 1s...
+    noise = (other & (out != 0) & (out != 1)).any(dim=1)  # values strictly between: only Gaussian noise
+    block = (~noise) & (~(out == 1).any(dim=1)) & (out == 0).any(dim=1)  # only zeros: a block (or pepper alone)
+    assert speckle.any() and noise.any() and block.any()
+
+
+def test_the_denoising_autoencoder_learns_from_corrupted_inputs(tiny_mnist, tiny_options):
+    """Its reconstruction loss is measured against the clean image of a corrupted input: with the same weights and
+    random stream, it equals the loss computed by hand from random_corruptions."""
+    from saae_lib import models
+    from saae_lib.corruptions import random_corruptions
+    from saae_lib.training import Trainer, TrainConfig
+
+    trainer = Trainer(TrainConfig(model="dae", epochs=1, **tiny_options), tiny_mnist)
+    x = tiny_mnist.train_images[:100]
+    state = trainer.generator.get_state()
+    model = trainer.model
+    with torch.no_grad():
+        expected = models.reconstruction_loss(model.decoder(model.encoder(random_corruptions(
+            x, torch.Generator().set_state(state), **model.corruption))), x)
+    trainer.generator.set_state(state)
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        corrupted = random_corruptions(x, trainer.generator, **model.corruption)
+        assert not torch.equal(corrupted, x)
+        got = models.reconstruction_loss(model.decoder(model.encoder(corrupted)), x)
+    assert torch.allclose(got, expected)
+
+
+def test_one_class_data_holds_one_digit_and_the_whole_test_set():
+    data = prototype_mnist()
+    subset = anomaly.one_class_data(data, 4)
+    assert set(subset.train_labels.tolist()) == {4} and set(subset.val_labels.tolist()) == {4}
+    assert len(subset.train_images) == 30 and len(subset.val_images) == 5
+    assert torch.equal(subset.test_images, data.test_images)
+    validation = anomaly.one_class_split(data, 4, on="validation")
+    assert torch.equal(validation.images, data.val_images) and int(validation.is_anomaly.sum()) == 45
+    with pytest.raises(ValueError, match="on must be one of test, validation"):
+        anomaly.one_class_split(data, 4, on="train")
+
+
+def tiny_aae(latent_dim=4, seed=0):
+    torch.manual_seed(seed)
+    return AdversarialAutoencoder(latent_dim=latent_dim, hidden=(16,), prior="gaussian").eval()
+
+
+def test_one_class_aurocs_score_every_digit_with_every_score():
+    data = prototype_mnist()
+    table = anomaly.one_class_aurocs({3: tiny_aae(), 5: tiny_aae(seed=1)}, data)
+    assert set(table) == set(anomaly.MODEL_SCORES + anomaly.BASELINE_SCORES)
+    for name, per_digit in table.items():
+        assert set(per_digit) == {3, 5} and all(0 <= v <= 1 for v in per_digit.values())
+    # prototypes plus little noise: the classical baselines separate the digits perfectly
+    assert table["nearest_neighbour"] == {3: 1.0, 5: 1.0} and table["pca"] == {3: 1.0, 5: 1.0}
+    no_baselines = anomaly.one_class_aurocs({3: tiny_aae()}, data, on="validation", baselines=False)
+    assert set(no_baselines) == set(anomaly.MODEL_SCORES)
+
+
+def test_run_names_of_seeds():
+    assert anomaly.run_name("oneclass_3", 0) == "oneclass_3" and anomaly.run_name("ae_32", 2) == "ae_32_seed2"
+
+
+def test_corrupted_splits_are_fixed_and_differ_between_splits():
+    images = torch.rand(20, 784, generator=generator(5))
+    test = denoising.corrupted_split(images, "test")
+    assert list(test) == [denoising.condition_name(k, v) for k, v in denoising.conditions()]
+    assert len(test) == sum(len(levels) for levels in denoising.LEVELS.values())
+    again = denoising.corrupted_split(images, "test")
+    assert all(torch.equal(test[c], again[c]) for c in test)
+    validation = denoising.corrupted_split(images, "validation")
+    assert not torch.equal(test["gaussian 0.5"], validation["gaussian 0.5"])
+
+
+def test_best_filters_pick_the_highest_validation_psnr(monkeypatch):
+    clean = torch.rand(10, 784, generator=generator(6))
+    noisy = {"slight": (clean + 0.01).clamp(0, 1), "all": torch.ones_like(clean)}
+    monkeypatch.setattr(denoising, "FILTERS", {"identity": lambda x: x, "half": lambda x: x * 0 + 0.5})
+    chosen = denoising.best_filters(clean, noisy)
+    assert chosen == {"slight": "identity", "all": "half"}
+
+
+def test_denoising_results_measure_every_condition_and_method():
+    data = prototype_mnist(per_digit=(3, 3, 2))
+    torch.manual_seed(0)
+    model = Autoencoder(latent_dim=4, hidden=(16,)).eval()
+    results = denoising.denoising_results({"autoencoder": model}, data)
+    assert list(results) == list(denoising.corrupted_split(data.test_images, "test"))
+    for condition, entry in results.items():
+        assert entry["filter"] in denoising.FILTERS
+        assert set(entry) == {"corrupted input", "best filter", "autoencoder", "filter"}
+        assert all(np.isfinite(entry[m]["psnr"]) and -1 <= entry[m]["ssim"] <= 1 for m in entry if m != "filter")
+
+
+def test_bit_statistics_see_unbalanced_and_repeated_bits():
+    rng = np.random.default_rng(0)
+    fair = rng.random((4000, 8)) > 0.5
+    stats = retrieval.bit_statistics(fair)
+    assert stats["imbalance"] < 0.02 and stats["correlation"] < 0.05
+    repeated = np.repeat(fair[:, :1], 8, axis=1)
+    assert retrieval.bit_statistics(repeated)["correlation"] == pytest.approx(1.0)
+    skewed = rng.random((4000, 8)) > 0.9
+    assert retrieval.bit_statistics(skewed)["imbalance"] == pytest.approx(0.4, abs=0.02)
+
+
+def test_retrieval_results_compare_the_models_with_the_baselines_at_each_width():
+    data = prototype_mnist(per_digit=(10, 2, 3))
+    results = retrieval.retrieval_results({4: tiny_aae(4)}, data, extra={"AE": Autoencoder(latent_dim=8,
+                                                                                          hidden=(16,)).eval()})
+    assert set(results) == {4, 8}
+    assert set(results[4]) == {"AAE", "AAE + ITQ", *retrieval.BASELINES}
+    assert set(results[8]) == {"AE", "AE + ITQ", *retrieval.BASELINES}
+    for entries in results.values():
+        for entry in entries.values():
+            assert set(entry) == {"map", "precision_at_100", "imbalance", "correlation"}
+            assert 0 <= entry["map"] <= 1
+    assert results[8]["PCA-ITQ"]["map"] == 1.0  # ten well-separated prototypes: 8 ITQ bits rank them perfectly
+
+
+def test_feature_results_and_baselines():
+    data = prototype_mnist(per_digit=(20, 2, 5))
+    codes = features.baseline_codes(data.train_images, data.test_images, dims=(2, 10))
+    assert set(codes) == {"PCA 2-D", "PCA 10-D", "pixels"} and codes["PCA 10-D"][0].shape == (200, 10)
+    results = features.feature_results(codes, data.train_labels, data.test_labels, budgets=(100, None))
+    assert set(results["pixels"]) == {100, None}
+    assert results["pixels"][None] == {"knn": 1.0, "linear": 1.0}
+
+
+def test_map_and_precision_in_one_pass_equal_the_two_measures():
+    rng = np.random.default_rng(3)
+    database, queries = rng.random((300, 12)) > 0.5, rng.random((40, 12)) > 0.5
+    database_labels, query_labels = rng.integers(0, 4, 300), rng.integers(0, 4, 40)
+    both = retrieval.map_and_precision(queries, query_labels, database, database_labels, k=25, batch_size=7)
+    assert both == (retrieval.mean_average_precision(queries, query_labels, database, database_labels),
+                    retrieval.precision_at_k(queries, query_labels, database, database_labels, k=25))

@@ -393,3 +393,35 @@ def test_wrong_training_steps_of_other_kinds(capsys):
     assert verdict(capsys).startswith("training_step: not implemented yet (replace the `raise NotImplementedError`")
     assert exercises.check_phases(lambda model, x, real, optimizers: model.nonexistent) is False
     assert "training_step: your function raised AttributeError" in verdict(capsys)
+
+
+def test_typicality_checker_accepts_the_library_and_names_the_mistakes(capsys):
+    import numpy as np
+
+    from saae_lib import anomaly
+    from saae_lib.models import AdversarialAutoencoder
+
+    def library(z):  # the library's own score, through a model whose encoder returns z itself
+        model = AdversarialAutoencoder(latent_dim=z.shape[1], hidden=(4,), prior="gaussian")
+        model.encode = lambda x: x[:, : z.shape[1]]
+        images = torch.zeros(len(z), 784)
+        images[:, : z.shape[1]] = z
+        return torch.as_tensor(np.asarray(anomaly.typicality_score(model, images)))
+
+    assert not exercises.check_typicality(lambda z: (_ for _ in ()).throw(NotImplementedError))
+    assert "not implemented yet" in capsys.readouterr().out
+    # the library estimates E[-log p] from 10,000 samples, so it agrees with the closed form to ~1e-2
+    exercises.TYPICALITY.atol, saved = 0.05, exercises.TYPICALITY.atol
+    try:
+        assert exercises.check_typicality(library)
+    finally:
+        exercises.TYPICALITY.atol = saved
+    assert exercises.check_typicality(lambda z: (z.pow(2).sum(1) - z.shape[1]).abs() / 2)
+    assert "correct" in capsys.readouterr().out
+    for wrong, says in [(lambda z: z.pow(2).sum(1) / 2, "density score"),
+                        (lambda z: (z.pow(2).sum(1) - z.shape[0]).abs() / 2, "z.shape[1]"),
+                        (lambda z: (z.norm(dim=1) - z.shape[1]).abs() / 2, "not squared"),
+                        (lambda z: (z.pow(2).sum(1) - z.shape[1]) / 2, "absolute value"),
+                        (lambda z: (z.pow(2).sum(1) - z.shape[1]).abs().mean() / 2, "shape")]:
+        assert not exercises.check_typicality(wrong)
+        assert says in capsys.readouterr().out

@@ -13,14 +13,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
-CHAPTERS = ["01_autoencoder", "02_adversarial_autoencoder", "03_supervised_aae", "04_classification"]
+CHAPTERS = ["01_autoencoder", "02_adversarial_autoencoder", "03_supervised_aae", "04_classification",
+            "05_applications"]
 
 
 def code_cells(path):
     return [cell for cell in json.loads(path.read_text())["cells"] if cell["cell_type"] == "code"]
 
 
-def test_the_four_chapters_exist():
+def test_the_five_chapters_exist():
     assert [path.stem for path in NOTEBOOKS] == CHAPTERS
 
 

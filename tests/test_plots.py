@@ -309,3 +309,23 @@ def test_every_figure_carries_the_smoke_note(monkeypatch):
 def test_real_run_has_no_smoke_note():
     fig = plots.image_grid(images(5))
     assert not any("SMOKE" in t for t in texts(fig))
+
+
+def test_score_histograms_one_panel_per_score():
+    rng = np.random.default_rng(0)
+    is_anomaly = np.arange(100) >= 10
+    fig = plots.score_histograms({"a": rng.random(100), "b": rng.random(100) * 1e6}, is_anomaly, title="t")
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "b"
+    assert len(fig.axes[0].patches) == 2 * 60  # two histograms of 60 bins
+    with pytest.raises(ValueError, match="both normal images and anomalies"):
+        plots.score_histograms({"a": rng.random(5)}, np.ones(5, bool))
+    with pytest.raises(ValueError, match="has shape"):
+        plots.score_histograms({"a": rng.random(7)}, is_anomaly)
+
+
+def test_bit_balance_bars_are_the_share_of_set_bits():
+    bits = np.array([[1, 0, 1], [1, 0, 0]], dtype=bool)
+    fig = plots.bit_balance({"code": bits})
+    assert [p.get_height() for p in fig.axes[0].patches] == [1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="must be"):
+        plots.bit_balance({"code": np.ones(3, bool)})
