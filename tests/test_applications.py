@@ -481,7 +481,7 @@ def test_the_denoising_autoencoder_learns_from_corrupted_inputs(tiny_mnist, tiny
     random stream, it equals the loss computed by hand from random_corruptions."""
     from saae_lib import models
     from saae_lib.corruptions import random_corruptions
-    from saae_lib.training import Trainer, TrainConfig
+    from saae_lib.training import TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig(model="dae", epochs=1, **tiny_options), tiny_mnist)
     x = tiny_mnist.train_images[:100]
@@ -519,7 +519,7 @@ def test_one_class_aurocs_score_every_digit_with_every_score():
     data = prototype_mnist()
     table = anomaly.one_class_aurocs({3: tiny_aae(), 5: tiny_aae(seed=1)}, data)
     assert set(table) == set(anomaly.MODEL_SCORES + anomaly.BASELINE_SCORES)
-    for name, per_digit in table.items():
+    for per_digit in table.values():
         assert set(per_digit) == {3, 5} and all(0 <= v <= 1 for v in per_digit.values())
     # prototypes plus little noise: the classical baselines separate the digits perfectly
     assert table["nearest_neighbour"] == {3: 1.0, 5: 1.0} and table["pca"] == {3: 1.0, 5: 1.0}
@@ -556,7 +556,7 @@ def test_denoising_results_measure_every_condition_and_method():
     model = Autoencoder(latent_dim=4, hidden=(16,)).eval()
     results = denoising.denoising_results({"autoencoder": model}, data)
     assert list(results) == list(denoising.corrupted_split(data.test_images, "test"))
-    for condition, entry in results.items():
+    for entry in results.values():
         assert entry["filter"] in denoising.FILTERS
         assert set(entry) == {"corrupted input", "best filter", "autoencoder", "filter"}
         assert all(np.isfinite(entry[m]["psnr"]) and -1 <= entry[m]["ssim"] <= 1 for m in entry if m != "filter")

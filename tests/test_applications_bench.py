@@ -64,3 +64,12 @@ def test_every_measure_of_a_record_appears(seeds):
     for label in applications.SCORE_LABELS.values():
         assert f"| {label} |" in text
     assert "| gaussian 0.5 |" in text and "| pixels |" in text
+
+
+def test_the_validation_runs_are_listed_from_their_records():
+    text = applications.render([fake_record(0)])
+    tuning = applications.load_records(applications.TUNING)
+    assert tuning and "**What was tried on validation**" in text
+    for record in tuning:
+        assert applications.options_text(record["options"]) in text
+    assert f"{100 * tuning[0]['auroc']['reconstruction']:.1f}" in text
