@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import saae_lib as sl
-from saae_lib import anomaly, denoising, features, metrics, retrieval
+from saae_lib import anomaly, denoising, features, retrieval
 
 from .bench import current_commit, machine_info, machine_label
 
@@ -82,7 +82,7 @@ def measure(seed: int) -> dict:
     book = part("feature models", lambda: features.book_models(data, seed=seed, recipe=recipe,
                                                                             progress=False))
     codes = features.feature_codes(book, data) | {
-        "AAE 16-D (ch. 5)": tuple(metrics.encode(hashers[16].model.eval(), x).cpu().numpy()
+        "AAE 16-D (ch. 5)": tuple(features.model_codes(hashers[16].model, x)
                                   for x in (data.train_images, data.test_images))}
     codes |= features.baseline_codes(data.train_images, data.test_images, dims=(2, 10, 16))
     record["features"] = part("features", lambda: {

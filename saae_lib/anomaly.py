@@ -18,6 +18,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from . import metrics
+from .checkpoints import run_name, train_or_load
 from .data import MNIST, N_CLASSES, check_images
 from .features import as_array, as_points
 
@@ -87,9 +88,9 @@ def prior_score(model, images, batch_size: int = 2000) -> np.ndarray:
 
     For the Gaussian prior N(0, s^2 I) this is ||z||^2 / (2 s^2) up to a constant; the mixture's own log density
     is used for the mixture (whose low-density region is the origin). The hope: an adversarial autoencoder pushed
-    the codes of its training digit to fill p(z), so codes of other digits land where p(z) is small. (They do not:
-    see typicality_score.) A plain autoencoder has no prior of its own (its `code_prior()` is a stand-in), so this
-    score means little for it.
+    the codes of its training digit to fill p(z), so codes of other digits land where p(z) is small. (In chapter 5
+    most of them land inside it: this score is weak there.) A plain autoencoder has no prior of its own (its
+    `code_prior()` is a stand-in), so this score means little for it.
     """
     prior = model.code_prior()
     if not prior.has_density:
@@ -104,15 +105,17 @@ def typicality_score(model, images, batch_size: int = 2000, n_prior: int = 10_00
     H = E_{z ~ p}[-log p(z)] estimated from n_prior samples of the prior (a fixed generator).
 
     In d dimensions almost all of a Gaussian's mass lies in a thin shell of radius about sqrt(d) s, far from the
-    mode at 0: a code near the origin has a high density and is still untypical. Encoders map unfamiliar inputs to
-    small codes more often than to large ones, so the density alone ranks them as normal; the typicality test of
-    Nalisnick et al. (2019) asks instead whether -log p(z) is where samples of p(z) put it. For N(0, s^2 I),
-    s(x) = | ||z||^2 - d s^2 | / (2 s^2).
+    mode at 0: a code near the origin has a high density and is still untypical. An unfamiliar input encoded near
+    the mode would pass the density as normal; the typicality test of Nalisnick et al. (2019) asks instead whether
+    -log p(z) is where samples of p(z) put it. For N(0, s^2 I), s(x) = | ||z||^2 - d s^2 | / (2 s^2).
     """
-    prior = model.code_prior()
+    return np.abs(prior_score(model, images, batch_size) - typical_value(model.code_prior(), n_prior))
+
+
+def typical_value(prior, n_prior: int = 10_000) -> float:
+    """H = E_{z ~ p}[-log p(z)], the mean over n_prior samples of the prior drawn from a fixed generator."""
     samples = prior.sample(n_prior, generator=torch.Generator().manual_seed(0))  # n_prior, dim
-    typical = float((-prior.log_density(samples.double())).mean())
-    return np.abs(prior_score(model, images, batch_size) - typical)
+    return float((-prior.log_density(samples.double())).mean())
 
 
 def standardise(scores, reference) -> np.ndarray:
@@ -129,10 +132,14 @@ def combined_score(model, images, train_images, batch_size: int = 2000) -> np.nd
     mu_typ) / sigma_typ, each standardised by its mean mu and standard deviation sigma on `train_images`, the
     training images of the normal digit (the test images and their labels play no part), so that neither score's
     units decide the weighting."""
-    reference_rec = reconstruction_score(model, train_images, batch_size)
-    reference_typ = typicality_score(model, train_images, batch_size)
-    return (standardise(reconstruction_score(model, images, batch_size), reference_rec)
-            + standardise(typicality_score(model, images, batch_size), reference_typ))
+    return standardised_sum(
+        (reconstruction_score(model, images, batch_size), typicality_score(model, images, batch_size)),
+        (reconstruction_score(model, train_images, batch_size), typicality_score(model, train_images, batch_size)))
+
+
+def standardised_sum(scores, references) -> np.ndarray:
+    """sum_k standardise(scores[k], references[k]): scores of different units added with equal weight."""
+    return sum(standardise(score, reference) for score, reference in zip(scores, references, strict=True))
 
 
 def pca_reconstruction_score(train_images, images, n_components: int) -> np.ndarray:
@@ -206,26 +213,27 @@ MODEL_SCORES = ("reconstruction", "prior", "typicality", "combined")
 BASELINE_SCORES = ("pca", "nearest_neighbour")
 
 
-def run_name(stem: str, seed: int) -> str:
-    """runs/ name of a seed's model: `stem` for seed 0 (what the chapter trains), `stem_seedK` for the others."""
-    return stem if seed == 0 else f"{stem}_seed{seed}"
-
-
 def train_one_class(data: MNIST, digit: int, *, seed: int = 0, progress=None, **options):
     """The model of digit `digit`'s turn (ONE_CLASS_OPTIONS, overridden by `options`), trained on one_class_data
     or loaded from runs/oneclass_DIGIT[_seedK] (checkpoints.train_or_load)."""
-    from .checkpoints import train_or_load  # here: the scores above need no training machinery
-
     return train_or_load(run_name(f"oneclass_{digit}", seed), data=one_class_data(data, digit), progress=progress,
                          seed=seed, **{**ONE_CLASS_OPTIONS, **options})
 
 
 def model_scores(model, split: OneClassSplit) -> dict[str, np.ndarray]:
-    """The scores of a one-class model for the split's images: reconstruction, prior, typicality, combined."""
-    return {"reconstruction": reconstruction_score(model, split.images),
-            "prior": prior_score(model, split.images),
-            "typicality": typicality_score(model, split.images),
-            "combined": combined_score(model, split.images, split.train_images)}
+    """The scores of a one-class model for the split's images: reconstruction, prior, typicality, combined (the same
+    numbers as the functions of those names; each image encoded and reconstructed once)."""
+    typical = typical_value(model.code_prior())
+
+    def parts(images):
+        density = prior_score(model, images)
+        return {"reconstruction": reconstruction_score(model, images), "prior": density,
+                "typicality": np.abs(density - typical)}
+
+    scores, references = parts(split.images), parts(split.train_images)
+    scores["combined"] = standardised_sum((scores["reconstruction"], scores["typicality"]),
+                                          (references["reconstruction"], references["typicality"]))
+    return scores
 
 
 def baseline_scores(split: OneClassSplit, n_components: int) -> dict[str, np.ndarray]:
@@ -241,7 +249,6 @@ def one_class_aurocs(models: dict, data: MNIST, on: str = "test", baselines: boo
     table = {name: {} for name in MODEL_SCORES + (BASELINE_SCORES if baselines else ())}
     for digit, model in models.items():
         split = one_class_split(data, digit, on)
-        model.eval()
         scores = model_scores(model, split)
         if baselines:
             scores |= baseline_scores(split, model.latent_dim)

@@ -579,6 +579,11 @@ def train_or_load(name: str, data: MNIST | None = None, progress: bool | None = 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
+def run_name(stem: str, seed: int) -> str:
+    """runs/ name of a seed's model: `stem` for seed 0 (what a chapter trains), `stem_seedK` for the others."""
+    return stem if seed == 0 else f"{stem}_seed{seed}"
+
+
 def check_run_name(name) -> None:
     """A run's name is one plain folder name inside runs_dir(): never a path that leads elsewhere."""
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name):

@@ -46,6 +46,14 @@ def salt_and_pepper(x: torch.Tensor, fraction: float, generator: torch.Generator
     return flat.scatter(1, chosen, values).reshape(x.shape)
 
 
+def square_mask(top, left, size, device) -> torch.Tensor:
+    """(n, 28, 28) bool: True inside each image's square of side `size` whose top-left pixel is (top, left); each of
+    the three is a number or an (n, 1, 1) tensor, one per image."""
+    rows = torch.arange(SIDE, device=device).view(1, SIDE, 1)
+    columns = torch.arange(SIDE, device=device).view(1, 1, SIDE)
+    return (rows >= top) & (rows < top + size) & (columns >= left) & (columns < left + size)
+
+
 def masked_block(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Each image with one size x size square, at a uniformly random place that fits inside the image, set to 0."""
     if not 1 <= size <= SIDE:
@@ -53,9 +61,7 @@ def masked_block(x: torch.Tensor, size: int, generator: torch.Generator) -> torc
     flat = check_pixels(x)
     n = len(flat)
     top, left = torch.randint(SIDE - size + 1, (2, n, 1, 1), generator=generator, device=flat.device)  # n, 1, 1 each
-    rows = torch.arange(SIDE, device=flat.device).view(1, SIDE, 1)
-    columns = torch.arange(SIDE, device=flat.device).view(1, 1, SIDE)
-    inside = (rows >= top) & (rows < top + size) & (columns >= left) & (columns < left + size)  # n, 28, 28
+    inside = square_mask(top, left, size, flat.device)  # n, 28, 28
     return flat.reshape(n, SIDE, SIDE).masked_fill(inside, 0).reshape(x.shape)
 
 
@@ -88,8 +94,6 @@ def random_corruptions(x: torch.Tensor, generator: torch.Generator, *, max_std: 
     speckled = torch.where(hit, salt, x)
     size = (level * max_block).round().view(n, 1, 1)  # n, 1, 1
     top, left = ((SIDE - size + 1) * torch.rand(2, n, 1, 1, generator=generator, device=device)).floor()
-    rows = torch.arange(SIDE, device=device).view(1, SIDE, 1)
-    columns = torch.arange(SIDE, device=device).view(1, 1, SIDE)
-    inside = (rows >= top) & (rows < top + size) & (columns >= left) & (columns < left + size)  # n, 28, 28
+    inside = square_mask(top, left, size, device)  # n, 28, 28
     blocked = x.masked_fill(inside.view(n, -1), 0)
     return torch.where(kind == 0, gaussian, torch.where(kind == 1, speckled, blocked))  # n, 784

@@ -9,6 +9,8 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
+from . import metrics
+from .checkpoints import run_name, train_or_load
 from .corruptions import CORRUPTIONS, SIDE, check_pixels, corrupt, gaussian_noise, masked_block, salt_and_pepper
 from .features import as_array
 
@@ -121,9 +123,6 @@ def corrupted_split(images: torch.Tensor, split: str) -> dict[str, torch.Tensor]
 def train_denoisers(data, *, seed: int = 0, progress=None, **options) -> dict:
     """{"autoencoder": trainer, "denoising autoencoder": trainer}: AUTOENCODER_OPTIONS (and `options`), trained or
     loaded from runs/dae_32 and runs/ae_32 (with _seedK for other seeds)."""
-    from .anomaly import run_name
-    from .checkpoints import train_or_load
-
     return {name: train_or_load(run_name(f"{model}_32", seed), data=data, model=model, seed=seed, progress=progress,
                                 **{**AUTOENCODER_OPTIONS, **options})
             for name, model in DENOISERS.items()}
@@ -139,14 +138,12 @@ def denoising_results(models: dict, data) -> dict[str, dict]:
     """{condition: {method: {"psnr": dB, "ssim": ...}}} on every test image, for the corrupted input itself, the
     best classical filter (chosen on validation: its name under "filter") and each model's reconstruction of the
     corrupted input (models: name -> model)."""
-    from . import metrics
-
     chosen = best_filters(data.val_images, corrupted_split(data.val_images, "validation"))
     results = {}
     for condition, noisy in corrupted_split(data.test_images, "test").items():
         restored = {"corrupted input": noisy, "best filter": FILTERS[chosen[condition]](noisy)}
         for name, model in models.items():
-            restored[name] = metrics.reconstruct(model.eval(), noisy)
+            restored[name] = metrics.reconstruct(model, noisy)
         results[condition] = {name: {"psnr": psnr(data.test_images, images), "ssim": ssim(data.test_images, images)}
                               for name, images in restored.items()}
         results[condition]["filter"] = chosen[condition]

@@ -13,7 +13,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import metrics
+from .checkpoints import run_name, train_or_load
 from .data import labeled_subset
+from .training import machine_recipe
 
 BUDGETS = (100, 1000, None)  # labelled training images per measurement; None: all of them
 
@@ -23,6 +26,11 @@ def as_array(x, dtype=None) -> np.ndarray:
     if torch.is_tensor(x):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def model_codes(model, images) -> np.ndarray:
+    """z = enc(x) as a float (n, dim) numpy array (metrics.encode, in eval mode)."""
+    return metrics.encode(model, images).cpu().numpy()
 
 
 def as_points(x, name: str) -> np.ndarray:
@@ -139,10 +147,6 @@ def book_models(data, *, seed: int = 0, recipe: str | None = None, progress=None
     """The models of chapters 1, 2 and 4 whose codes chapter 5 tests as features, by their chapters' run names and
     options (loaded from runs/ where those chapters trained them, else trained now); recipe: the semi-supervised
     model's (default: machine_recipe(), as chapter 4 chooses it)."""
-    from .anomaly import run_name
-    from .checkpoints import train_or_load
-    from .training import machine_recipe
-
     recipe = recipe or machine_recipe(data.device)
     return {
         "AE 2-D (ch. 1)": train_or_load(run_name("ae", seed), data=data, progress=progress, model="ae", seed=seed),
@@ -156,15 +160,13 @@ def book_models(data, *, seed: int = 0, recipe: str | None = None, progress=None
 def feature_codes(book: dict, data) -> dict:
     """{name: (training codes, test codes)} of the book's models: z of the 2-D models, and the semi-supervised
     model's style z and label probabilities q(y | x)."""
-    from . import metrics
-
     def pair(encode):
-        return encode(data.train_images).cpu().numpy(), encode(data.test_images).cpu().numpy()
+        return encode(data.train_images), encode(data.test_images)
 
-    semi = book["semi 100 (ch. 4)"].model.eval()
+    semi = book["semi 100 (ch. 4)"].model
     return {
-        "AE 2-D (ch. 1)": pair(lambda x: metrics.encode(book["AE 2-D (ch. 1)"].model.eval(), x)),
-        "AAE 2-D (ch. 2)": pair(lambda x: metrics.encode(book["AAE 2-D (ch. 2)"].model.eval(), x)),
-        "semi style z (10-D)": pair(lambda x: metrics.encode(semi, x)),
-        "semi label q(y|x) (10-D)": pair(lambda x: metrics.label_probabilities(semi, x)),
+        "AE 2-D (ch. 1)": pair(lambda x: model_codes(book["AE 2-D (ch. 1)"].model, x)),
+        "AAE 2-D (ch. 2)": pair(lambda x: model_codes(book["AAE 2-D (ch. 2)"].model, x)),
+        "semi style z (10-D)": pair(lambda x: model_codes(semi, x)),
+        "semi label q(y|x) (10-D)": pair(lambda x: metrics.label_probabilities(semi, x).cpu().numpy()),
     }

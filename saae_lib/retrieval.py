@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.decomposition import PCA
 
-from .features import as_array, as_labels, as_points
+from .checkpoints import run_name, train_or_load
+from .features import as_array, as_labels, as_points, model_codes
 
 POPCOUNT_16 = np.array([bin(value).count("1") for value in range(1 << 16)], dtype=np.uint8)  # set bits of each uint16
 BLOCK = 1 << 24  # query x database pairs per block of distances (16 Mi: 128 MB of uint64 XORs), to bound memory
@@ -225,8 +226,9 @@ def itq_bits(train, x, n_bits: int, n_iterations: int = 50, seed: int = 0) -> np
 
 
 # -- the chapter's experiment: AAE bits against the baselines at 16 and 32 bits ------------------------------------
-# One AAE per code length, its code as wide as the bits: a Gaussian prior N(0, I) makes each sign bit fire for half
-# the images and the bits uncorrelated, which is what ITQ's rotation works to get for PCA's projections.
+# One AAE per code length, its code as wide as the bits: codes that follow N(0, I) would make each sign bit fire for
+# half the images and the bits uncorrelated, what ITQ's rotation works to get for PCA's projections. (Measured in
+# chapter 5, these AAEs' codes do not follow it per dimension; ITQ's rotation of their codes repairs the balance.)
 HASHER_OPTIONS = dict(model="aae", prior="gaussian", hidden=(512, 512), epochs=20)
 BITS = (16, 32)
 BASELINES = {"LSH": lsh_bits, "PCA": pca_bits, "PCA-ITQ": itq_bits}
@@ -235,19 +237,9 @@ BASELINES = {"LSH": lsh_bits, "PCA": pca_bits, "PCA-ITQ": itq_bits}
 def train_hashers(data, *, seed: int = 0, progress=None, bits=BITS, **options) -> dict:
     """{n_bits: trainer}: an AAE with an n_bits-D Gaussian code per code length (HASHER_OPTIONS and `options`),
     trained or loaded from runs/aae_NBITS[_seedK]."""
-    from .anomaly import run_name
-    from .checkpoints import train_or_load
-
     return {n: train_or_load(run_name(f"aae_{n}", seed), data=data, latent_dim=n, seed=seed, progress=progress,
                              **{**HASHER_OPTIONS, **options})
             for n in bits}
-
-
-def model_codes(model, images) -> np.ndarray:
-    """z = enc(x) as a float (n, dim) numpy array."""
-    from . import metrics
-
-    return metrics.encode(model.eval(), images).cpu().numpy()
 
 
 def model_bits(model, images) -> np.ndarray:

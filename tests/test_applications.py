@@ -528,7 +528,9 @@ def test_one_class_aurocs_score_every_digit_with_every_score():
 
 
 def test_run_names_of_seeds():
-    assert anomaly.run_name("oneclass_3", 0) == "oneclass_3" and anomaly.run_name("ae_32", 2) == "ae_32_seed2"
+    from saae_lib.checkpoints import run_name
+
+    assert run_name("oneclass_3", 0) == "oneclass_3" and run_name("ae_32", 2) == "ae_32_seed2"
 
 
 def test_corrupted_splits_are_fixed_and_differ_between_splits():
