@@ -14,7 +14,6 @@ import seaborn as sns
 import torch
 from cycler import cycler
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from saae_lib.settings import smoke_note
@@ -23,7 +22,9 @@ from saae_lib.settings import smoke_note
 DIGIT_COLORS = sns.color_palette("tab10", 10)
 # Curves (losses, accuracies) use a different palette so they are not mistaken for digit classes.
 CURVE_COLORS = sns.color_palette("deep", 10)
-PRIOR_COLOR = "0.6"  # light gray: the prior is background, the codes are the subject
+PRIOR_COLOR = "0.6"  # light gray: the prior's fill is background, the codes are the subject
+PRIOR_LINE_COLOR = "0.15"  # its outline, drawn over the codes
+PRIOR_OUTLINE_LEVELS = [0.05, 0.5]  # density relative to its peak: the outline of the prior's bulk and of its core
 SMOKE_COLOR = "red"
 IMAGE_SIDE = 28  # MNIST
 
@@ -277,20 +278,23 @@ def latent_scatter(codes, labels, prior=None, n_prior=5000, title=None, ax=None,
 
 
 def _draw_prior(ax, prior, prior_points, xlim, ylim, resolution=200):
-    """Draw the prior behind the codes and return a legend handle for it."""
+    """Draw the prior with the codes and return a legend handle for it: a light fill behind them and its outline on
+    top (10,000 codes cover any shading beneath them, and the plot exists to compare the two)."""
     x = np.linspace(*xlim, resolution, dtype=np.float32)
     y = np.linspace(*ylim, resolution, dtype=np.float32)
     xx, yy = np.meshgrid(x, y)
     grid = torch.from_numpy(np.stack([xx.ravel(), yy.ravel()], axis=1))
     log_density = _prior_log_density(prior, grid)
-    if log_density is None:
-        ax.scatter(prior_points[:, 0], prior_points[:, 1], s=3, color=PRIOR_COLOR, alpha=0.35, linewidths=0, zorder=1)
-        return Line2D([], [], marker="o", ls="", color=PRIOR_COLOR, label="prior samples")
+    if log_density is None:  # a prior known by its samples only: small dots over the codes
+        ax.scatter(prior_points[:, 0], prior_points[:, 1], s=1, color=PRIOR_LINE_COLOR, alpha=0.3, linewidths=0,
+                   zorder=3)
+        return Line2D([], [], marker="o", ls="", markersize=3, color=PRIOR_LINE_COLOR, label="prior samples")
     density = np.exp(log_density - log_density.max()).reshape(resolution, resolution)
     # levels relative to the peak; everything below the lowest level stays unfilled (white)
     levels = [0.01, 0.05, 0.2, 0.5, 1.0001]
     ax.contourf(xx, yy, density, levels=levels, cmap="Greys", alpha=0.35, zorder=0)
-    return Patch(facecolor="0.75", label="prior density")
+    ax.contour(xx, yy, density, levels=PRIOR_OUTLINE_LEVELS, colors=PRIOR_LINE_COLOR, linewidths=0.8, zorder=3)
+    return Line2D([], [], color=PRIOR_LINE_COLOR, lw=0.8, label="prior density")
 
 
 # -----------------------------------------------------------------------------

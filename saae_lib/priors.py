@@ -113,7 +113,12 @@ class SwissRollPrior(Prior):
         labels = self._check_labels(n, labels)
         if labels is None:
             labels = _random_labels(n, self.n_classes, generator, device)
-        u = (labels + torch.rand(n, generator=generator, device=device)) / self.n_classes
+        return self.along(labels, torch.rand(n, generator=generator, device=device))
+
+    def along(self, labels: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """The points at `position` in [0, 1) along each label's slice of the spiral (0: its inner end): (n, 2).
+        `sample` draws the position uniformly; walking it in order traverses a class's piece."""
+        u = (labels + position) / self.n_classes  # (n,): the spiral's parameter
         radius = u.sqrt() * self.scale
         angle = 2 * math.pi * self.turns * u.sqrt()
         return torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)

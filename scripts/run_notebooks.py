@@ -41,12 +41,33 @@ def main(paths):
                                 resources={"metadata": {"path": str(path.parent)}})
         client.execute()
         seconds = time.perf_counter() - start
+        merge_streams(notebook)
         nbformat.write(notebook, path)
         record["seconds"][path.stem] = round(seconds, 1)
+        record.setdefault("commits", {})[path.stem] = record["commit"]  # chapters of one file run at other commits
         record["device"] = label
         # written after each chapter, so that an interrupted run keeps the times it measured
         record_path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{path.name}: {seconds / 60:.1f} min", flush=True)
+
+
+def merge_streams(notebook) -> None:
+    """Join each run of consecutive stream outputs of one name (stdout, stderr) into one output, in place.
+
+    The kernel sends a cell's printed lines in as many messages as it flushed, and the book shows each message as its
+    own box: a table printed row by row came out as several boxes. Only consecutive ones are joined, so printed text
+    never moves past a figure. (nbclient's coalesce_streams joins a name's streams across figures.)"""
+    for cell in notebook.cells:
+        merged = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (previous is not None and output.output_type == previous.output_type == "stream"
+                    and output.name == previous.name):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell.outputs = merged
 
 
 def record_environment(label):

@@ -111,24 +111,68 @@ def _minutes_phrase(seconds: float) -> str:
     return f"about {n} minute{'s' if n != 1 else ''}"
 
 
+CITATION = re.compile(r"(?:([A-Z][\w\u00c0-\u024f-]+(?: and [A-Z][\w\u00c0-\u024f-]+| et al\.)?)\s\(?)?"
+                      r"\[([^\]]+)\]\((?:\.\./book/)?references(?:\.md)?\)")
+
+
+def _citations(text: str) -> list[str]:
+    """Each citation link of a text as the label it points to: "Makhzani et al., 2015" for both
+    "[Makhzani et al., 2015](references.md)" and "Makhzani et al. ([2015](references.md))"."""
+    cited = []
+    for before, inside in CITATION.findall(text):
+        inside = re.sub(r"\s*\((\d{4})\)$", r", \1", inside)  # "Sainburg et al. (2021)"
+        cited.append(f"{before}, {inside}" if re.fullmatch(r"\d{4}", inside) else inside)
+    return cited
+
+
+def test_citations_read_as_the_references_page_labels_them():
+    """Every citation link in the chapters and pages names a work the way the references page labels it (its
+    author_year style, book/_ext/author_year.py), so a reader finds it there."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    author_year = pytest.importorskip("author_year")
+    from pybtex.database import parse_file
+
+    entries = author_year.AuthorYearStyle().format_bibliography(parse_file(ROOT / "book" / "references.bib"))
+    labels = {entry.label for entry in entries}
+    texts = [path.read_text() for path in (ROOT / "book").glob("*.md")]
+    texts += ["\n".join("".join(cell["source"]) for cell in json.loads(path.read_text())["cells"])
+              for path in sorted((ROOT / "notebooks").glob("0*.ipynb"))]
+    cited = [citation for text in texts for citation in _citations(text)]
+    assert len(cited) >= 10
+    assert not [c for c in cited if c not in labels], f"citations the references page labels otherwise: {labels}"
+
+
+# The machines `make notebooks` has run the chapters on (benchmarks/results/chapters-<label>.json), in the words a
+# chapter's first cell uses for them.
+MACHINE_WORDS = {
+    "cpu-2c-bf16": "a 2-core CPU with bfloat16 units",
+    "cpu-2c": "a 2-core CPU without bfloat16 units",
+    "cpu-1c": "one thread of a 2-core CPU without bfloat16 units",
+    "nvidia-h200": "an NVIDIA H200 GPU",
+}
+
+
 @pytest.mark.parametrize("doc", NOTEBOOKS)
 def test_first_cell_states_the_measured_running_time(doc):
-    """The chapter's first cell says how long it takes on a CPU and on a GPU, as last measured by
-    `make notebooks` (benchmarks/results/chapters-<machine>.json), and how to get a GPU on Colab."""
-    results = ROOT / "benchmarks/results"
-    cpu = json.loads((results / "chapters-cpu-2c-bf16.json").read_text())["seconds"]
-    gpu = json.loads((results / "chapters-nvidia-h200.json").read_text())["seconds"]
-    one_thread = json.loads((results / "chapters-cpu-1c.json").read_text())["seconds"]
+    """The chapter's first cell says how long it takes on a CPU (and on a GPU, where one ran it), as measured by
+    `make notebooks` (benchmarks/results/chapters-<machine>.json), naming the machine, and how to get a GPU on
+    Colab."""
     stem = Path(doc).name
     first = "".join(json.loads((ROOT / f"{doc}.ipynb").read_text())["cells"][0]["source"])
-    if stem in cpu and stem in gpu:
-        expected = (f"**Running time:** {_minutes_phrase(cpu[stem])} on a 2-core CPU with bfloat16 units, "
-                    f"{_minutes_phrase(gpu[stem])} on an NVIDIA H200 GPU.")
-    else:  # a chapter measured so far only on one thread of the CPU without bf16 units (chapter 5)
-        expected = (f"**Running time:** {_minutes_phrase(one_thread[stem])} on one thread of a 2-core CPU without "
-                    "bfloat16 units; not measured on a GPU yet.")
-    assert expected in first, f"{doc}.ipynb's first cell must say: {expected}"
-    assert "Change runtime type" in first
+    assert "**Running time:**" in first and "Change runtime type" in first
+    measured = {}
+    for label, words in MACHINE_WORDS.items():
+        path = ROOT / "benchmarks/results" / f"chapters-{label}.json"
+        seconds = json.loads(path.read_text())["seconds"] if path.is_file() else {}
+        if stem in seconds:
+            measured[label] = f"{_minutes_phrase(seconds[stem])} on {words}"
+    cpu = [phrase for label, phrase in measured.items() if label.startswith("cpu")]
+    assert cpu, f"no CPU has run {stem} (make notebooks)"
+    assert any(phrase in first for phrase in cpu), f"{doc}.ipynb's first cell must state one of: {cpu}"
+    if "nvidia-h200" in measured:
+        assert measured["nvidia-h200"] in first, f"{doc}.ipynb's first cell must state {measured['nvidia-h200']}"
+    else:
+        assert "not measured on a GPU yet" in first
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +296,10 @@ async () => {
     wideMath: [...document.querySelectorAll('.bd-article mjx-container[display="true"]')]
         .filter(c => c.firstElementChild && c.firstElementChild.getBoundingClientRect().width > c.clientWidth + 1)
         .map(c => c.parentElement.textContent.trim().slice(0, 80)),
+    // The figures' alt texts: a description, not the hash file name the build gives a figure without one.
+    imageAlts: [...document.querySelectorAll('.bd-article img')].map(img => img.alt),
+    // Hidden solutions: what their toggles say.
+    togglePrompts: [...document.querySelectorAll('.bd-article details.hide summary')].map(s => s.textContent.trim()),
     links: urls('a[href]'),
     resources: urls('img[src]').concat(urls('script[src]'), urls('link[href]')),
     sidebar: urls('nav.bd-docs-nav a[href]'),
@@ -306,6 +354,40 @@ def test_page_loads_without_errors(pages, doc):
 @pytest.mark.parametrize("doc", TOC_FILES)
 def test_images_load(pages, doc):
     assert pages[doc]["brokenImages"] == [], f"images that did not load on {doc}"
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_figures_have_alt_text_and_solutions_say_so(pages, doc):
+    alts = pages[doc]["imageAlts"]
+    assert not [alt for alt in alts if not alt or re.search(r"\.(png|jpe?g|svg)$", alt)], (
+        f"{doc}: images without a description as alt text")
+    prompts = pages[doc]["togglePrompts"]
+    assert not [prompt for prompt in prompts if "solution" not in prompt.lower()], (
+        f"{doc}: hidden cells whose toggle does not say solution: {prompts}")
+
+
+PHONE = {"width": 390, "height": 844}  # a phone's screen in CSS pixels (iPhone 12 to 15)
+
+
+@pytest.fixture(scope="session")
+def phone_widths(browser, server) -> dict[str, int]:
+    """Each page's width in CSS pixels, opened on a phone's screen: wider than the screen means it scrolls sideways."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server) else route.abort())
+    widths = {}
+    for doc in TOC_FILES:
+        page = context.new_page()
+        page.goto(server + f"{doc}.html", wait_until="load")
+        widths[doc] = page.evaluate("() => document.documentElement.scrollWidth")
+        page.close()
+    context.close()
+    return widths
+
+
+@pytest.mark.parametrize("doc", TOC_FILES)
+def test_no_page_is_wider_than_a_phone(phone_widths, doc):
+    assert phone_widths[doc] <= PHONE["width"], (
+        f"{doc} is {phone_widths[doc]} px wide on a {PHONE['width']} px phone: something on it does not wrap")
 
 
 @pytest.mark.parametrize("doc", TOC_FILES)

@@ -3,6 +3,7 @@
 (Executing the chapters is nbval's job: `SAAE_FAST=1 pytest --nbval-lax notebooks`, called by `make test`.)
 """
 
+import itertools
 import json
 import re
 import subprocess
@@ -36,6 +37,11 @@ def test_stored_outputs_come_from_one_full_run(path):
         f"{path.name} stores outputs of a smoke run (SAAE_FAST=1); the book shows full runs: run `make notebooks`")
     bars = [o for o in outputs if o["output_type"] == "stream" and "it/s]" in "".join(o.get("text", ""))]
     assert not bars, f"{path.name} stores progress-bar fragments: run `make notebooks` (it sets SAAE_PROGRESS=0)"
+    split = [index for index, cell in enumerate(cells)
+             for a, b in itertools.pairwise(cell.get("outputs", []))
+             if a["output_type"] == b["output_type"] == "stream" and a["name"] == b["name"]]
+    assert not split, (f"{path.name}: code cells {split} store one printed text as several outputs (the book shows "
+                       "a box each): run `make notebooks`, which joins them (scripts/run_notebooks.py, merge_streams)")
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 3, f"{path.name} stores only {len(figures)} figures; expected a figure after each step"
 
@@ -58,6 +64,21 @@ def test_nbval_markers_live_in_cell_metadata(path):
     assert not [cell for cell in cells if NBVAL_COMMENT.search("".join(cell["source"]))], (
         f"{path.name}: move nbval comment markers into the cell's tags")
     assert any("nbval-check-output" in cell["metadata"].get("tags", []) for cell in cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_alt_text_and_every_solution_toggle_says_so(path):
+    """The book's <img> of a stored figure takes its alt text from the cell's metadata (mystnb.image.alt; without
+    it the alt is the image's hash file name), and a hidden solution's toggle says "solution", not "code cell"."""
+    for index, cell in enumerate(code_cells(path)):
+        rendering = cell["metadata"].get("mystnb", {})
+        if any("image/png" in output.get("data", {}) for output in cell.get("outputs", [])):
+            alt = rendering.get("image", {}).get("alt", "")
+            assert len(alt.split()) >= 5 and not alt.endswith(".png"), (
+                f"{path.name}, code cell {index}: describe its figure in metadata.mystnb.image.alt")
+        if "hide-input" in cell["metadata"].get("tags", []):
+            assert "solution" in rendering.get("code_prompt_show", ""), (
+                f"{path.name}, code cell {index}: its toggle should say solution (metadata.mystnb.code_prompt_show)")
 
 
 def test_notebook_metadata_is_stripped():

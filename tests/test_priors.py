@@ -111,6 +111,19 @@ def test_swiss_roll_segments_are_ordered_by_label():
     assert radius.max() <= prior.scale + 1e-5
 
 
+def test_swiss_roll_along_walks_a_piece_from_its_inner_end_and_sample_draws_from_it():
+    prior = SwissRollPrior()
+    labels = torch.full((5,), 3)
+    points = prior.along(labels, torch.linspace(0, 0.99, 5))
+    radius = points.norm(dim=1)
+    assert torch.all(radius[1:] > radius[:-1])  # outwards along the piece
+    assert torch.allclose(prior.along(torch.tensor([3]), torch.tensor([1.0])),
+                          prior.along(torch.tensor([4]), torch.tensor([0.0])))  # piece 3 ends where 4 begins
+    drawn = prior.sample(4, labels=labels[:4], generator=gen())
+    positions = torch.rand(4, generator=gen())  # the positions sample drew, from the same stream
+    assert torch.equal(drawn, prior.along(labels[:4], positions))
+
+
 def test_swiss_roll_has_no_density():
     prior = SwissRollPrior()
     assert not prior.has_density
