@@ -22,7 +22,7 @@ from saae_lib.settings import smoke_note
 DIGIT_COLORS = sns.color_palette("tab10", 10)
 # Curves (losses, accuracies) use a different palette so they are not mistaken for digit classes.
 CURVE_COLORS = sns.color_palette("deep", 10)
-PRIOR_COLOR = "0.6"  # light gray: the prior's fill is background, the codes are the subject
+PRIOR_COLOR = "0.6"  # light gray: reference lines stay in the background
 PRIOR_LINE_COLOR = "0.15"  # its outline, drawn over the codes
 PRIOR_OUTLINE_LEVELS = [0.05, 0.5]  # density relative to its peak: the outline of the prior's bulk and of its core
 SMOKE_COLOR = "red"
