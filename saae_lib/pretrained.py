@@ -569,6 +569,13 @@ def recipe_differences(recipe: dict, wanted: TrainConfig) -> list[str]:
     return differences
 
 
+def shipped_config(options: dict, smoke: bool | None = None) -> TrainConfig:
+    """The resolved config a shipped model must have been trained with to stand for a run with `options`: those
+    options under the full recipe (the shipped models' recipe, whatever `recipe` the run asks). ConfigError or
+    TypeError for options that make no run."""
+    return TrainConfig(**{**options, "recipe": "full"}).resolved(smoke=smoke)
+
+
 def stand_in(name: str, run: str, options: dict, data=None) -> Trainer:
     """The pretrained model `name` as the trainer of train_or_load's run `run` (its `options`), printing what it is;
     NotStandIn, one line, if there is none or it is not that run.
@@ -578,7 +585,7 @@ def stand_in(name: str, run: str, options: dict, data=None) -> Trainer:
     cuda_graph); it must also be a smoke model exactly when this is a smoke run, and have been trained on the run's
     data (`data`, default: MNIST from disk)."""
     try:
-        wanted = TrainConfig(**{**options, "recipe": "full"}).resolved()
+        wanted = shipped_config(options)
     except (ConfigError, TypeError) as error:
         raise NotStandIn(f"this run has no full recipe to compare the pretrained model {name!r} with ({error})") \
             from None

@@ -58,16 +58,15 @@ def merge_streams(notebook) -> None:
     own box: a table printed row by row came out as several boxes. Only consecutive ones are joined, so printed text
     never moves past a figure. (nbclient's coalesce_streams joins a name's streams across figures.)"""
     for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
         merged = []
-        for output in cell.get("outputs", []):
-            previous = merged[-1] if merged else None
-            if (previous is not None and output.output_type == previous.output_type == "stream"
-                    and output.name == previous.name):
-                previous.text += output.text
+        for output in cell.outputs:
+            if merged and output.output_type == merged[-1].output_type == "stream" and output.name == merged[-1].name:
+                merged[-1].text += output.text
             else:
                 merged.append(output)
-        if "outputs" in cell:
-            cell.outputs = merged
+        cell.outputs = merged
 
 
 def record_environment(label):
