@@ -43,6 +43,17 @@ class DigitClassifier(nn.Module):
         images = check_images(images)
         return torch.cat([self(chunk.to(device)).argmax(1) for chunk in images.split(batch_size)])
 
+    @torch.no_grad()
+    def embed(self, images, batch_size=2000):
+        """The judge's view of each image: the 256 activations of its last hidden layer, (N, 256), in eval mode.
+        Distances between them say how alike two digits look to the judge (metrics.precision_recall)."""
+        self.eval()
+        device = next(self.parameters()).device
+        images = check_images(images)
+        penultimate = self.head[:-1]  # Flatten, Dropout (off in eval), Linear, ReLU
+        return torch.cat([penultimate(self.features(chunk.to(device).reshape(-1, 1, 28, 28)))
+                          for chunk in images.split(batch_size)])
+
 
 JUDGE_AGAIN = "delete it, and the judge classifier is trained again"
 

@@ -155,3 +155,61 @@ def generated_label_accuracy(model, judge, n_per_label=1000, seed=0, batch_size=
         correct += int((judge.predict(images.float()).cpu() == label_chunk).sum())
     model.train(was_training)
     return correct / len(labels)
+
+
+# -- fidelity and variety of generated digits ------------------------------------------------------------------
+def manifold_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of `fake` against `real` feature vectors, (N, D)
+    and (M, D).
+
+    Each set stands for its manifold: the union of balls around its points, each ball reaching out to that point's
+    k-th nearest neighbour in its own set. Then
+
+        precision = share of fake points inside the real manifold   (are the samples realistic?)
+        recall    = share of real points inside the fake manifold   (do the samples cover the real variety?)
+
+    A model that draws one perfect digit again and again has precision 1 and recall near 0; the judge's accuracy
+    cannot tell it from a model that draws every style."""
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"need two sets of feature vectors of one width, got shapes {tuple(real.shape)} and "
+                         f"{tuple(fake.shape)}")
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"each set needs more than k={k} points, got {len(real)} and {len(fake)}")
+    real, fake = real.float(), fake.float()
+
+    def radii(points):  # each point's distance to its k-th nearest neighbour in its own set (itself at 0 excluded)
+        return torch.cdist(points, points).kthvalue(k + 1, dim=1).values  # N
+
+    def share_inside(points, centres, centre_radii):
+        return float((torch.cdist(points, centres) <= centre_radii).any(dim=1).float().mean())
+
+    return share_inside(fake, real, radii(real)), share_inside(real, fake, radii(fake))
+
+
+def precision_recall(judge, images, labels, reference_images, reference_labels, k: int = 3) -> tuple[float, float]:
+    """Precision and recall of `images` against `reference_images` in the judge's features (DigitClassifier.embed),
+    digit by digit (each digit's images against the reference images of that digit), averaged over the digits.
+
+    For generated digits pass the labels they were drawn for; for real ones (a baseline), their true labels."""
+    features, reference = judge.embed(images).cpu(), judge.embed(reference_images).cpu()
+    labels, reference_labels = labels.cpu(), reference_labels.cpu()
+    digits = sorted(set(labels.tolist()) & set(reference_labels.tolist()))
+    if not digits:
+        raise ValueError("the two sets share no digit")
+    pairs = [manifold_precision_recall(reference[reference_labels == d], features[labels == d], k) for d in digits]
+    return sum(p for p, _ in pairs) / len(pairs), sum(r for _, r in pairs) / len(pairs)
+
+
+@torch.no_grad()
+def generate_for(model, labels: torch.Tensor, seed: int = 0, batch_size: int = 2000) -> torch.Tensor:
+    """One digit decoded for each label in `labels` (N,), from a random style z of the model's prior: (N, 784).
+    Pass a real split's labels to draw as many digits of each kind as it holds."""
+    if getattr(model, "label_classes", 0) != N_CLASSES:
+        raise ValueError("generate_for needs a model whose decoder takes the digit (saae or semi)")
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    images = torch.cat([model.generate(len(chunk), labels=chunk, generator=generator)[0]
+                        for chunk in labels.cpu().split(batch_size)])
+    model.train(was_training)
+    return images

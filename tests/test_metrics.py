@@ -241,3 +241,93 @@ def test_cluster_labels_by_top_image():
     probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.1, 0.3, 0.6]])
     labels = torch.tensor([4, 7, 1, 2])
     assert metrics.cluster_labels_by_top_image(probabilities, labels).tolist() == [4, 7, 2]
+
+
+# -- precision and recall of generated digits -------------------------------------------------------------------
+class FirstPixelsJudge:
+    """A judge whose features are an image's first two pixels: lets a test place each set's features exactly."""
+
+    def embed(self, images):
+        return images[:, :2]
+
+
+def test_manifold_precision_recall_of_a_set_against_itself_is_perfect():
+    points = torch.randn(200, 5, generator=gen(0))
+    assert metrics.manifold_precision_recall(points, points) == (1.0, 1.0)
+
+
+def test_a_collapsed_generator_keeps_its_precision_and_loses_its_recall():
+    """One real point drawn again and again: realistic (precision 1), no variety (recall: that one point)."""
+    real = torch.randn(100, 3, generator=gen(1))
+    precision, recall = metrics.manifold_precision_recall(real, real[:1].repeat(50, 1))
+    assert precision == 1.0 and recall == pytest.approx(1 / 100)
+
+
+def test_samples_away_from_the_real_set_have_neither():
+    real = torch.randn(300, 2, generator=gen(2))
+    precision, recall = metrics.manifold_precision_recall(real, torch.randn(300, 2, generator=gen(3)) + 20)
+    assert (precision, recall) == (0.0, 0.0)
+
+
+def test_samples_of_the_same_distribution_score_high_and_a_narrow_one_loses_recall():
+    real = torch.randn(500, 2, generator=gen(4))
+    same = metrics.manifold_precision_recall(real, torch.randn(500, 2, generator=gen(5)))
+    narrow = metrics.manifold_precision_recall(real, 0.2 * torch.randn(500, 2, generator=gen(6)))
+    assert min(same) > 0.8
+    assert narrow[0] > 0.95 and narrow[1] < same[1] - 0.3
+
+
+def test_manifold_precision_recall_argument_checks():
+    with pytest.raises(ValueError, match="one width"):
+        metrics.manifold_precision_recall(torch.zeros(10, 2), torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="more than k=3"):
+        metrics.manifold_precision_recall(torch.randn(3, 2), torch.randn(10, 2))
+
+
+def digit_images(labels, offset, generator):
+    """Images whose first two pixels sit around (10 * (label + offset), 0)."""
+    images = torch.zeros(len(labels), 784)
+    images[:, :2] = torch.randn(len(labels), 2, generator=generator)
+    images[:, 0] += 10 * (labels.float() + offset)
+    return images
+
+
+def test_precision_recall_compares_each_digit_with_the_same_digit():
+    """Digits drawn like the real ones score high; each label drawn like the next digit (readable digits, the wrong
+    ones) scores zero, although pooled over all digits the two sets would look alike."""
+    labels = torch.arange(10).repeat_interleave(60)
+    reference = digit_images(labels, 0, gen(7))
+    right = metrics.precision_recall(FirstPixelsJudge(), digit_images(labels, 0, gen(8)), labels, reference, labels)
+    shifted = metrics.precision_recall(FirstPixelsJudge(), digit_images(labels, 1, gen(9)), labels, reference, labels)
+    assert min(right) > 0.8
+    assert shifted == (0.0, 0.0)
+
+
+def test_precision_recall_needs_a_shared_digit():
+    with pytest.raises(ValueError, match="share no digit"):
+        metrics.precision_recall(FirstPixelsJudge(), torch.zeros(10, 784), torch.zeros(10, dtype=torch.long),
+                                 torch.zeros(10, 784), torch.ones(10, dtype=torch.long))
+
+
+def test_generate_for_draws_one_digit_per_label_reproducibly():
+    model = FakeSupervised()
+    labels = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
+    images = metrics.generate_for(model, labels, seed=1, batch_size=3)
+    assert images.shape == (8, 784)
+    assert torch.equal((images[:, 0] * 10).round().long(), labels)
+    assert torch.equal(images, metrics.generate_for(model, labels, seed=1))
+
+
+def test_generate_for_needs_a_decoder_that_takes_the_digit():
+    with pytest.raises(ValueError, match="takes the digit"):
+        metrics.generate_for(IdentityModel(), torch.zeros(3, dtype=torch.long))
+
+
+def test_the_judges_features_are_what_its_last_layer_reads():
+    from saae_lib.digit_classifier import DigitClassifier
+    torch.manual_seed(0)
+    judge = DigitClassifier()
+    images = torch.rand(7, 784, generator=gen(10))
+    features = judge.embed(images, batch_size=3)
+    assert features.shape == (7, 256) and not judge.training
+    assert torch.equal(judge.head[-1](features).argmax(1), judge.predict(images))
