@@ -13,7 +13,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def where(obj) -> str:
-    """'saae_lib/models.py: Autoencoder.training_step'."""
+    """'saae_lib/models.py: Autoencoder.training_step' (of a decorated function, the file it is defined in)."""
+    obj = inspect.unwrap(obj)  # @contextmanager's wrapper lives in contextlib.py; its __wrapped__ in the library
     path = Path(inspect.getsourcefile(obj)).resolve()
     try:
         path = path.relative_to(PACKAGE_ROOT)

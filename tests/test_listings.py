@@ -13,3 +13,10 @@ def test_a_listing_is_the_source_under_where_it_lives(capsys):
     listings.show(models.reconstruction_loss, models.balance_penalty)
     out = capsys.readouterr().out
     assert out == listings.listing(models.reconstruction_loss) + "\n" + listings.listing(models.balance_penalty)
+
+
+def test_a_decorated_function_is_listed_where_it_is_defined():
+    """models.frozen is wrapped by @contextmanager, whose wrapper lives in contextlib.py: the listing names the
+    library's file, and shows the decorator with the function."""
+    text = listings.listing(models.frozen)
+    assert text.startswith("# saae_lib/models.py: frozen\n@contextmanager\ndef frozen(")
