@@ -143,18 +143,9 @@ def generated_label_accuracy(model, judge, n_per_label=1000, seed=0, batch_size=
     """Share of digits generated for label k (random z from the prior) that the judge reads as k.
 
     For any model whose decoder takes the digit as well as z (the supervised AAE, the semi-supervised AAE)."""
-    if getattr(model, "label_classes", 0) != N_CLASSES:
-        raise ValueError("generated_label_accuracy needs a model whose decoder takes the digit (saae or semi)")
-    generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(N_CLASSES).repeat_interleave(n_per_label)
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for label_chunk in labels.split(batch_size):
-        images, _ = model.generate(len(label_chunk), labels=label_chunk, generator=generator)
-        correct += int((judge.predict(images.float()).cpu() == label_chunk).sum())
-    model.train(was_training)
-    return correct / len(labels)
+    images = generate_for(model, labels, seed=seed, batch_size=batch_size)
+    return int((judge.predict(images.float()).cpu() == labels).sum()) / len(labels)
 
 
 # -- fidelity and variety of generated digits ------------------------------------------------------------------
@@ -205,7 +196,7 @@ def generate_for(model, labels: torch.Tensor, seed: int = 0, batch_size: int = 2
     """One digit decoded for each label in `labels` (N,), from a random style z of the model's prior: (N, 784).
     Pass a real split's labels to draw as many digits of each kind as it holds."""
     if getattr(model, "label_classes", 0) != N_CLASSES:
-        raise ValueError("generate_for needs a model whose decoder takes the digit (saae or semi)")
+        raise ValueError("this measure needs a model whose decoder takes the digit (saae or semi)")
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
