@@ -394,10 +394,11 @@ def shape_text(shape) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
-def check_weights(state: dict, config: dict, path: Path) -> None:
+def check_weights(state: dict, config: dict, path: Path, optional: tuple[str, ...] = ()) -> None:
     """Refuse weights that do not fit the model `config` (a resolved config, checked already) describes, before that
     model is built: it is built on the meta device (no memory, no random draw), so a small file cannot make the
-    loader build a huge model."""
+    loader build a huge model. The weights of the submodules named in `optional` may be left out, all or none of
+    each (a pretrained model's training-only modules)."""
     model = config["model"]
     weights = state["model"]
     if not isinstance(weights, dict) or not all(isinstance(key, str) and isinstance(value, torch.Tensor)
@@ -407,6 +408,10 @@ def check_weights(state: dict, config: dict, path: Path) -> None:
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         expected = MODELS[model].from_config(TrainConfig(**config)).state_dict()
     problem = None
+    for module in optional:
+        keys = [key for key in expected if key.startswith(f"{module}.")]
+        if keys and not any(key in weights for key in keys):  # left out whole: nothing to check
+            expected = {key: value for key, value in expected.items() if key not in keys}
     for key, value in expected.items():
         if key not in weights:
             problem = f"{key} is missing"

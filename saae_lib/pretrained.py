@@ -2,7 +2,9 @@
 
 A pretrained folder holds
   weights.pt     the model's state_dict only (floating tensors in float16, half the size; no optimizer state and no
-                 random stream, so it can be used but not trained further), written with checkpoints.atomic_save
+                 random stream, so it can be used but not trained further), written with checkpoints.atomic_save;
+                 without the submodules its class lists as `training_only` (the label-learning models'
+                 discriminators), which a loaded model keeps in shape but refuses to run, in one line
   manifest.json  strict JSON: the recipe (every TrainConfig option except where it ran), the seed, the versions and
                  machine it was made with, its training time and history, its validation and test numbers, and each
                  file's size and SHA-256.
@@ -53,6 +55,7 @@ from .checkpoints import (
     valid_fingerprint,
 )
 from .data import file_digest
+from .models import MODELS
 from .training import CONFIG_FIELDS, ConfigError, TrainConfig, Trainer
 
 MANIFEST_NAME = "manifest.json"
@@ -140,9 +143,12 @@ def check_export_folder(folder: Path) -> None:
 
 
 def half_weights(model: torch.nn.Module) -> dict:
-    """The model's state_dict on the CPU, floating tensors in float16 (integer ones, e.g. batch counts, as they are)."""
+    """The model's state_dict on the CPU without its training-only submodules, floating tensors in float16 (integer
+    ones, e.g. batch counts, as they are)."""
     weights = {}
     for key, value in model.state_dict().items():
+        if key.split(".", 1)[0] in model.training_only:
+            continue
         value = value.detach().to("cpu")
         if value.is_floating_point():
             if not torch.isfinite(value).all():
@@ -338,18 +344,31 @@ def rebuild(folder: Path, recipe: dict, history: list, smoke: bool, data, device
         raise PretrainedError(f"{manifest_path} holds an invalid recipe ({error}); {REBUILD}") from None
     weights = read_weights(folder / WEIGHTS_NAME, config)
     trainer = Trainer(config, data)
-    trainer.model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                                   for key, value in weights.items()})
+    model = trainer.model
+    left_out = [name for name in model.training_only if not any(key.startswith(f"{name}.") for key in weights)]
+    model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                           for key, value in weights.items()}, strict=not left_out)  # read_weights checked the rest
+    for name in left_out:
+        getattr(model, name).register_forward_pre_hook(refuse_left_out(folder, name))
     trainer.history = [dict(record) for record in history]
     trainer.smoke = trainer.smoke or smoke
     return trainer
 
 
+def refuse_left_out(folder: Path, name: str):
+    """A forward pre-hook for a training-only submodule that `folder` does not ship: calling it is one line."""
+    def refuse(module, inputs):
+        raise PretrainedError(f"{folder} ships the model without its {name}, which only training uses: train the "
+                              "model (python -m saae_lib train, or train_or_load with train=True) to have one")
+    return refuse
+
+
 def read_weights(path: Path, config: TrainConfig) -> dict:
-    """The table of tensors in `path`, checked as an archive and against the model `config` describes."""
+    """The table of tensors in `path`, checked as an archive and against the model `config` describes (whose
+    training-only submodules it may leave out)."""
     try:
         weights = read_state(path, keys=(), what="a pretrained model's weights", advice=REBUILD)
-        check_weights({"model": weights}, asdict(config), path)
+        check_weights({"model": weights}, asdict(config), path, optional=MODELS[config.model].training_only)
     except DamagedCheckpoint as error:
         raise PretrainedError(f"{path} is damaged or not the {config.model} model its manifest describes "
                               f"({error.reason}); {REBUILD}") from None

@@ -177,8 +177,19 @@ def edit_manifest(change):
     return apply
 
 
+def drop_weights(prefix):
+    """Remove the weights under `prefix` and list the smaller file in the manifest, as if exported so."""
+    def apply(folder):
+        weights = torch.load(folder / WEIGHTS_NAME, weights_only=True)
+        torch.save({key: value for key, value in weights.items() if not key.startswith(prefix)}, folder / WEIGHTS_NAME)
+        edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(folder / WEIGHTS_NAME)}))(folder)
+    return apply
+
+
 FAULTS = {
     "tampered weights": (flip_a_byte, f"{WEIGHTS_NAME} does not match its manifest"),
+    # an AAE's discriminator is no training-only module: weights without it are not the model
+    "discriminator left out": (drop_weights("discriminator."), "(discriminator.0.weight is missing)"),
     "longer weights": (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes() + b"\0"),
                        f"{WEIGHTS_NAME} has"),
     "missing weights": (lambda f: (f / WEIGHTS_NAME).unlink(), f"{WEIGHTS_NAME} is missing"),
@@ -450,6 +461,36 @@ def assert_is_the_exported_model(trainer, cluster, data):
                        metrics.predict(pretrained.load(cluster.folder, data=data, device="cpu").model, images))
     assert evaluation.test_metrics(trainer) == manifest["test"]
     assert trainer.config == training.TrainConfig(**{**RUN, "recipe": "full"}).resolved()  # what it is: full
+
+
+def test_the_label_learning_models_ship_without_their_discriminators(cluster, tiny_mnist, tmp_path, capsys):
+    """Only training calls their discriminators: the folder leaves them out (the size budget); the loaded model keeps
+    them in shape and refuses to run them, in one line; everything else is the float16 model."""
+    model = cluster.trainer.model
+    weights = torch.load(cluster.folder / WEIGHTS_NAME, weights_only=True)
+    kept = {key for key in model.state_dict() if key.split(".")[0] not in ("style_discriminator", "label_discriminator")}
+    assert set(weights) == kept and len(kept) < len(model.state_dict())
+    loaded = pretrained.load(cluster.folder, data=tiny_mnist, device="cpu")
+    assert_is_the_exported_model(loaded, cluster, tiny_mnist)
+    assert [p.shape for p in loaded.model.label_discriminator.parameters()] == [
+        p.shape for p in model.label_discriminator.parameters()]
+    for name in ("style_discriminator", "label_discriminator"):
+        with pytest.raises(PretrainedError, match=f"without its {name}, which only training uses") as error:
+            getattr(loaded.model, name)(torch.zeros(1, getattr(model, name).in_features))
+        assert "\n" not in str(error.value)
+    # a folder that ships them (or part of one) is read as it is: all of a module, or none of it
+    partial = Path(shutil.copytree(cluster.folder, tmp_path / "partial"))
+    full = {**weights, **{key: value.half() for key, value in model.state_dict().items()
+                          if key.startswith("style_discriminator.")}}
+    torch.save({key: value for key, value in full.items() if key != "style_discriminator.0.bias"},
+               partial / WEIGHTS_NAME)
+    edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(partial / WEIGHTS_NAME)}))(partial)
+    with pytest.raises(PretrainedError, match="style_discriminator.0.bias is missing"):
+        pretrained.load(partial, data=tiny_mnist, device="cpu")
+    torch.save(full, partial / WEIGHTS_NAME)
+    edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(partial / WEIGHTS_NAME)}))(partial)
+    shipped_style = pretrained.load(partial, data=tiny_mnist, device="cpu").model.style_discriminator
+    assert torch.equal(shipped_style[0].weight, model.style_discriminator[0].weight.half().float())
 
 
 def test_train_or_load_loads_the_checkouts_pretrained_model(shelf, cluster, tiny_mnist, monkeypatch, capsys):
