@@ -148,6 +148,7 @@ MACHINE_WORDS = {
     "cpu-2c-bf16": "a 2-core CPU with bfloat16 units",
     "cpu-2c": "a 2-core CPU without bfloat16 units",
     "cpu-1c": "one thread of a 2-core CPU without bfloat16 units",
+    "cpu-1c-bf16": "one thread of a 2-core CPU with bfloat16 units",
     "nvidia-h200": "an NVIDIA H200 GPU",
 }
 
