@@ -348,8 +348,9 @@ def stale_runs(quality: dict) -> tuple[list[str], list[str]]:
         name, recipe = shown.get(stored, (None, None))
         records = entry.get("per_seed", [])
         config = recipe_config(name, recipe) if name is not None else None
-        if config is None or any(not is_current(r, config, "test_error") for r in records):
-            epochs = sorted({r.get("epochs") for r in records if r.get("epochs")})
+        old = [r for r in records if config is None or not is_current(r, config, "test_error")]
+        if old:
+            epochs = sorted({r.get("epochs") for r in old if r.get("epochs")})  # the stale records' own
             stale.append(f"{stored} ({', '.join(map(str, epochs))} epochs)" if epochs else stored)
         elif any("prior_match_mmd" in r and not is_current(r, config, "prior_match_mmd") for r in records):
             old_prior_match.append(stored)

@@ -106,6 +106,15 @@ def test_results_of_settings_no_recipe_has_are_not_shown_but_named():
     assert "5.00 %" not in text and "semi_100 (20 epochs)" in text
 
 
+def test_a_run_with_stale_and_current_seeds_names_only_the_stale_ones_epochs():
+    """A full-recipe seed measured beside two old 20-epoch seeds: the table shows the one, the note names the 20."""
+    old = {"test_error": 0.05, "epochs": 20}
+    quality = json.loads(json.dumps({"semi_100": bench.summarized([0, 1], [today(0.0227), old])}))
+    text = "\n".join(bench.markdown_for("cpu-2c", {**fake_result(), "quality": quality}, targets=False))
+    assert "| semi-supervised error, 100 labels | - | 2.27 % (n=1) | 1.90 % |" in text
+    assert "semi_100 (20 epochs)" in text and "150" not in text.split("Not shown: stored")[1].splitlines()[0]
+
+
 def test_prior_matches_of_the_old_first_2000_measure_are_not_shown():
     record = {**today(None, "aae_gaussian"), "test_reconstruction_mse": 0.04, "prior_match_mmd": 0.046}
     del record["test_error"]
