@@ -80,7 +80,7 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	SAAE_RUNS_DIR=$(CURDIR)/runs $(PY) -m benchmarks.bench
 
-## Train the models listed in pretrained/REGISTRY.json (side by side, resumable) and export them to pretrained/NAME.
+## Train the models listed in pretrained/REGISTRY.json (side by side, one per core, resumable) and export them to pretrained/NAME.
 pretrained: $(STAMP)
 	$(PY) scripts/make_pretrained.py
 

@@ -372,6 +372,21 @@ def test_make_pretrained_trains_exports_and_resumes(make_pretrained, tmp_path, c
     assert (tmp_path / "runs" / "tiny-aae" / CHECKPOINT_NAME).is_file()
 
 
+def test_make_pretrained_trains_no_more_models_at_a_time_than_jobs(make_pretrained, tmp_path, capsys):
+    """More single-thread runs than cores only slow each other down: --jobs 1 trains one model after the other."""
+    registry = write_registry(tmp_path / "REGISTRY.json", [TINY_ENTRY, {**TINY_ENTRY, "name": "tiny-aae-2"}])
+    argv = ["--registry", str(registry), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+            "--device", "cpu", "--jobs", "1"]
+    assert make_pretrained.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "training 2 models, 1 at a time (--jobs)" in printed
+    assert printed.index("[tiny-aae] epoch 1/1:") < printed.index("[tiny-aae-2] python -m saae_lib train")
+    assert "one model at a time" in pretrained.verify(tmp_path / "out" / "tiny-aae-2")["training_note"]
+    with pytest.raises(SystemExit) as exit_:
+        make_pretrained.main([*argv[:-1], "0"])
+    assert exit_.value.code == 2 and "--jobs: invalid positive value: '0'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("entry, message", [
     ({**TINY_ENTRY, "options": {"prior": "mixture", "n_labels": 100}}, "n_labels is not used by the aae model"),
     ({**TINY_ENTRY, "options": {"device": "cuda"}}, "its options may be"),
