@@ -188,6 +188,8 @@ def test_a_tiny_test_run_is_exported_verified_and_predicts_as_its_checkpoint(rea
 
     loaded = pretrained.load(folder / "cluster-tiny", data=saved.data, device="cpu")
     for key, value in saved.model.state_dict().items():  # the checkpoint's weights, rounded to float16
+        if key.split(".")[0] in saved.model.training_only:
+            continue  # the discriminators, which a pretrained folder leaves out (tests/test_pretrained.py)
         expected = value.half().float() if value.is_floating_point() else value
         assert torch.equal(loaded.model.state_dict()[key], expected), key
     images = saved.data.val_images
