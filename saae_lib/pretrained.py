@@ -344,12 +344,11 @@ def rebuild(folder: Path, recipe: dict, history: list, smoke: bool, data, device
         raise PretrainedError(f"{manifest_path} holds an invalid recipe ({error}); {REBUILD}") from None
     weights = read_weights(folder / WEIGHTS_NAME, config)
     trainer = Trainer(config, data)
-    model = trainer.model
-    left_out = [name for name in model.training_only if not any(key.startswith(f"{name}.") for key in weights)]
-    model.load_state_dict({key: value.float() if value.is_floating_point() else value
-                           for key, value in weights.items()}, strict=not left_out)  # read_weights checked the rest
-    for name in left_out:
-        getattr(model, name).register_forward_pre_hook(refuse_left_out(folder, name))
+    # read_weights checked every key: what is missing is whole training-only submodules, and nothing is unexpected
+    missing = trainer.model.load_state_dict({key: value.float() if value.is_floating_point() else value
+                                             for key, value in weights.items()}, strict=False).missing_keys
+    for name in sorted({key.split(".", 1)[0] for key in missing}):
+        getattr(trainer.model, name).register_forward_pre_hook(refuse_left_out(folder, name))
     trainer.history = [dict(record) for record in history]
     trainer.smoke = trainer.smoke or smoke
     return trainer

@@ -177,12 +177,17 @@ def edit_manifest(change):
     return apply
 
 
+def save_weights(weights: dict, folder: Path) -> None:
+    """Write `weights` as the folder's weights.pt and list the new file in its manifest, as if exported so."""
+    torch.save(weights, folder / WEIGHTS_NAME)
+    edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(folder / WEIGHTS_NAME)}))(folder)
+
+
 def drop_weights(prefix):
-    """Remove the weights under `prefix` and list the smaller file in the manifest, as if exported so."""
+    """Remove the weights under `prefix`, as if exported without them."""
     def apply(folder):
         weights = torch.load(folder / WEIGHTS_NAME, weights_only=True)
-        torch.save({key: value for key, value in weights.items() if not key.startswith(prefix)}, folder / WEIGHTS_NAME)
-        edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(folder / WEIGHTS_NAME)}))(folder)
+        save_weights({key: value for key, value in weights.items() if not key.startswith(prefix)}, folder)
     return apply
 
 
@@ -498,13 +503,10 @@ def test_the_label_learning_models_ship_without_their_discriminators(cluster, ti
     partial = Path(shutil.copytree(cluster.folder, tmp_path / "partial"))
     full = {**weights, **{key: value.half() for key, value in model.state_dict().items()
                           if key.startswith("style_discriminator.")}}
-    torch.save({key: value for key, value in full.items() if key != "style_discriminator.0.bias"},
-               partial / WEIGHTS_NAME)
-    edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(partial / WEIGHTS_NAME)}))(partial)
+    save_weights({key: value for key, value in full.items() if key != "style_discriminator.0.bias"}, partial)
     with pytest.raises(PretrainedError, match="style_discriminator.0.bias is missing"):
         pretrained.load(partial, data=tiny_mnist, device="cpu")
-    torch.save(full, partial / WEIGHTS_NAME)
-    edit_manifest(lambda m: m["files"].update({WEIGHTS_NAME: pretrained.file_entry(partial / WEIGHTS_NAME)}))(partial)
+    save_weights(full, partial)
     shipped_style = pretrained.load(partial, data=tiny_mnist, device="cpu").model.style_discriminator
     assert torch.equal(shipped_style[0].weight, model.style_discriminator[0].weight.half().float())
 
