@@ -14,6 +14,10 @@ every training step; it never changes the run) and measures its validation error
 images (val_error_recalibrated, and val_error_ema_DECAY_recalibrated): probes of what evaluation can gain.
 With --test, one more line holds the test set's numbers of the trained model (evaluation.test_metrics): for a recipe
 already chosen on the validation split, measured once.
+--saved FOLDER measures a run trained before (FOLDER/checkpoint.pt, e.g. runs/semi_100_seed1) instead of training
+one: one line with its validation numbers after its last epoch (and --recalibrate's). The model, options and seed
+must be the ones it was trained with (refused otherwise, so the record says what was measured); --ema needs the
+training steps and is refused.
 """
 
 import argparse
@@ -22,13 +26,14 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from saae_lib import evaluation, metrics, settings
-from saae_lib.checkpoints import atomic_save, save_checkpoint
+from saae_lib.checkpoints import CheckpointError, atomic_save, load_checkpoint, same_run, save_checkpoint
 from saae_lib.training import ConfigError, TrainConfig, Trainer
 
 OUT = Path("benchmarks/results/probes.jsonl")
@@ -87,6 +92,20 @@ def evaluation_variants(trainer: Trainer, averages: dict, recalibrate: bool) -> 
     return result
 
 
+def saved_run(folder: Path, asked: Trainer) -> Trainer:
+    """The run saved in `folder`, if it was trained with exactly what `asked` would train, to its last epoch."""
+    trainer = load_checkpoint(folder, data=asked.data)
+    saved, wanted = asdict(trainer.config), asdict(asked.config)
+    if not same_run(saved, wanted):
+        differ = ", ".join(f"{key}={saved[key]!r}" for key in sorted(saved) if saved[key] != wanted.get(key))
+        raise ValueError(f"{folder} was trained with other settings ({differ}): give the options and --seed it was "
+                         "trained with")
+    if len(trainer.history) != trainer.config.epochs:
+        raise ValueError(f"{folder} holds {len(trainer.history)} of its {trainer.config.epochs} epochs: finish its "
+                         "training first")
+    return trainer
+
+
 def parse_options(pairs: list[str]) -> dict:
     options = {}
     for pair in pairs:
@@ -116,6 +135,8 @@ def main(argv=None) -> int:
                         help="save the trained run there (checkpoint.pt, and ema-DECAY.pt: each average's weights)")
     parser.add_argument("--test", action="store_true",
                         help="once trained, measure the test set too (a final recipe only: tune on validation)")
+    parser.add_argument("--saved", metavar="FOLDER",
+                        help="measure this run trained before (its checkpoint.pt) instead of training one")
     args = parser.parse_args(argv)
     if settings.smoke_mode():
         parser.error("probes measure real runs: unset SAAE_FAST")
@@ -128,6 +149,14 @@ def main(argv=None) -> int:
         parser.error("--ema and --recalibrate measure classification error: use semi or supervised")
     if args.recalibrate and not trainer.config.batch_norm:
         parser.error("--recalibrate needs batch_norm=true")
+    if args.saved:
+        if args.ema or args.save or args.test:
+            parser.error("--saved measures a trained run's validation numbers: --ema, --save and --test need the "
+                         "training itself")
+        try:
+            trainer = saved_run(Path(args.saved), trainer)
+        except (CheckpointError, ValueError) as error:
+            parser.error(str(error))
     averages = with_averages(trainer, args.ema)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +177,10 @@ def main(argv=None) -> int:
         write({**epoch_record, **validation_numbers(trainer), **evaluation_variants(trainer, averages,
                                                                                      args.recalibrate)})
 
+    if args.saved:
+        write({"epoch": len(trainer.history), **trainer.history[-1], **validation_numbers(trainer),
+               **evaluation_variants(trainer, averages, args.recalibrate), "saved": args.saved})
+        return 0
     trainer.fit(callback=record, progress=False)
     if args.save:
         save_checkpoint(trainer, Path(args.save) / "checkpoint.pt")

@@ -67,3 +67,30 @@ def test_a_final_recipe_is_measured_on_the_test_set_once(real_mode, tmp_path, ca
     assert [("test" in row) for row in rows] == [False, False, True]  # two validation rows, then the test row
     assert rows[-1]["epoch"] == 2 and 0 <= rows[-1]["test"]["test_error"] <= 1
     capsys.readouterr()
+
+
+def test_a_saved_run_is_measured_only_with_the_options_it_was_trained_with(real_mode, tmp_path, capsys, monkeypatch):
+    judge = SimpleNamespace(predict=lambda images: torch.zeros(len(images), dtype=torch.long))
+    monkeypatch.setattr(evaluation, "load_judge", lambda *args, **kwargs: (judge, 0.99))
+    out, folder = tmp_path / "probes.jsonl", tmp_path / "semi_run"
+    options = ["semi", "n_labels=100", "hidden=[8]", "epochs=2", "batch_norm=true", "--seed", "2"]
+    assert probe.main([*options, "--every", "2", "--recalibrate", "--save", str(folder), "--out", str(out)]) == 0
+    trained = json.loads(out.read_text().splitlines()[-1])
+    assert probe.main([*options, "--recalibrate", "--saved", str(folder), "--out", str(out)]) == 0
+    measured = json.loads(out.read_text().splitlines()[-1])
+    assert measured["saved"] == str(folder) and measured["epoch"] == 2
+    for key in ("val_error", "val_error_recalibrated", "val_reconstruction_mse"):  # the same model, measured again
+        assert measured[key] == pytest.approx(trained[key], abs=1e-6)
+    lines = len(out.read_text().splitlines())
+    for argv, message in [
+        ([*options[:-1], "3"], "trained with other settings (seed=2)"),
+        ([*options[:3], *options[4:]], "trained with other settings"),  # epochs=2 left out: the recipe's 40
+        ([*options, "--ema", "0.99"], "--ema, --save and --test need the training itself"),
+    ]:
+        with pytest.raises(SystemExit):
+            probe.main([*argv, "--saved", str(folder), "--out", str(out)])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe.main([*options, "--saved", str(tmp_path / "nothing"), "--out", str(out)])
+    assert "nothing" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == lines  # nothing written for a refused measurement
