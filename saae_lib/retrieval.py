@@ -3,7 +3,8 @@ images nearest a query are those whose codes differ from its code in the fewest 
 
 An adversarial autoencoder with a Gaussian prior suits this well: each code dimension is pushed towards N(0, 1), so
 its sign is a bit that is 1 for about half the images. The baselines with the same number of bits: random
-projections (LSH), PCA, and PCA with iterative quantization (ITQ, Gong & Lazebnik, 2011).
+projections (LSH), PCA, and PCA with iterative quantization (ITQ, Gong & Lazebnik, 2011). Beside each AAE, the plain
+autoencoder of the same width: what the prior adds to a hash, or costs.
 
 Bits are numpy bool arrays (n, n_bits); `pack_bits` turns them into bytes, 8 bits each, for the fast distances.
 Relevant means "the same label"; a ranking is by Hamming distance, ties broken by database index (lower first).
@@ -15,6 +16,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from .checkpoints import run_name, train_or_load
+from .denoising import AUTOENCODER_OPTIONS
 from .features import as_array, as_labels, as_points, model_codes
 
 POPCOUNT_16 = np.array([bin(value).count("1") for value in range(1 << 16)], dtype=np.uint8)  # set bits of each uint16
@@ -242,6 +244,15 @@ def train_hashers(data, *, seed: int = 0, progress=None, bits=BITS, **options) -
             for n in bits}
 
 
+def train_autoencoders(data, *, seed: int = 0, progress=None, bits=BITS) -> dict:
+    """{n_bits: trainer}: a plain autoencoder with an n_bits-D code per code length, with the options of chapter 5's
+    denoising comparison (denoising.AUTOENCODER_OPTIONS), trained or loaded from runs/ae_NBITS[_seedK]: the 32-D one
+    is that comparison's plain autoencoder, the same run."""
+    return {n: train_or_load(run_name(f"ae_{n}", seed), data=data, model="ae", seed=seed, progress=progress,
+                             **{**AUTOENCODER_OPTIONS, "latent_dim": n})
+            for n in bits}
+
+
 def model_bits(model, images) -> np.ndarray:
     """b = [z > 0], z = enc(x): the signs of the model's codes, one bit per code dimension."""
     return sign_codes(model_codes(model, images))
@@ -262,13 +273,16 @@ def retrieval_results(models: dict, data, extra: dict | None = None) -> dict[int
     """{n_bits: {method: {"map", "precision_at_100", "imbalance", "correlation"}}}: every test image a query
     against the whole training set, relevant = same label. Methods: each AAE (models: n_bits -> model) as "AAE"
     (the signs of its code) and "AAE + ITQ" (ITQ's rotation fit on its training codes, then the signs), the
-    baselines fit on the training images, and `extra` ({name: model}: models whose code has n_bits dimensions, e.g.
-    the plain autoencoder, entered at their width, with and without ITQ)."""
+    baselines fit on the training images, and `extra` ({name: model, or {n_bits: model}}: other models, e.g. the
+    plain autoencoders, each entered at the width of its code, with and without ITQ)."""
     train, test = data.train_images.cpu().numpy(), data.test_images.cpu().numpy()
     train_labels, test_labels = data.train_labels.cpu().numpy(), data.test_labels.cpu().numpy()
     coders = {n: {"AAE": model} for n, model in models.items()}
-    for name, model in (extra or {}).items():
-        coders.setdefault(model.latent_dim, {})[name] = model
+    for name, entry in (extra or {}).items():
+        for n_bits, model in (entry.items() if isinstance(entry, dict) else [(entry.latent_dim, entry)]):
+            if model.latent_dim != n_bits:
+                raise ValueError(f"extra[{name!r}][{n_bits}] has a {model.latent_dim}-D code, not {n_bits} bits")
+            coders.setdefault(n_bits, {})[name] = model
     results = {}
     for n_bits, named in sorted(coders.items()):
         codes = {}

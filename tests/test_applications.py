@@ -1,6 +1,10 @@
 """Chapter 5's library parts: anomaly scores and AUROC, corruptions, filters and PSNR/SSIM, binary codes and their
 retrieval measures, and the feature classifiers. Small synthetic data; one freshly built tiny model, never trained."""
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -587,6 +591,12 @@ def test_retrieval_results_compare_the_models_with_the_baselines_at_each_width()
             assert set(entry) == {"map", "precision_at_100", "imbalance", "correlation"}
             assert 0 <= entry["map"] <= 1
     assert results[8]["PCA-ITQ"]["map"] == 1.0  # ten well-separated prototypes: 8 ITQ bits rank them perfectly
+    by_width = retrieval.retrieval_results({4: tiny_aae(4)}, data, extra={"AE": {
+        4: Autoencoder(latent_dim=4, hidden=(16,)).eval(), 8: Autoencoder(latent_dim=8, hidden=(16,)).eval()}})
+    assert {"AE", "AE + ITQ", "AAE", "AAE + ITQ"} <= set(by_width[4]) and {"AE", "AE + ITQ"} <= set(by_width[8])
+    with pytest.raises(ValueError, match=r"extra\['AE'\]\[16\] has a 8-D code, not 16 bits"):
+        retrieval.retrieval_results({4: tiny_aae(4)}, data, extra={"AE": {16: Autoencoder(latent_dim=8,
+                                                                                           hidden=(16,))}})
 
 
 def test_feature_results_and_baselines():
@@ -605,3 +615,25 @@ def test_map_and_precision_in_one_pass_equal_the_two_measures():
     both = retrieval.map_and_precision(queries, query_labels, database, database_labels, k=25, batch_size=7)
     assert both == (retrieval.mean_average_precision(queries, query_labels, database, database_labels),
                     retrieval.precision_at_k(queries, query_labels, database, database_labels, k=25))
+
+
+def test_book_models_load_the_shipped_models_for_seed_0_only(monkeypatch):
+    calls = {}
+
+    def fake_train_or_load(name, **options):
+        calls[name] = options
+        return name
+
+    monkeypatch.setattr(features, "train_or_load", fake_train_or_load)
+    data = SimpleNamespace(device=torch.device("cpu"))
+    assert set(features.book_models(data, seed=0, recipe="full")) == {"AE 2-D (ch. 1)", "AAE 2-D (ch. 2)",
+                                                                       "semi 100 (ch. 4)"}
+    assert {name: options["pretrained"] for name, options in calls.items()} == features.SHIPPED
+    assert calls["semi_100"]["recipe"] == "full" and calls["semi_100"]["n_labels"] == 100
+    registry = json.loads((Path(__file__).resolve().parent.parent / "pretrained" / "REGISTRY.json").read_text())
+    assert set(features.SHIPPED.values()) <= {entry["name"] for entry in registry["models"]}
+    calls.clear()
+    features.book_models(data, seed=1)
+    assert set(calls) == {"ae_seed1", "aae_gaussian_seed1", "semi_100_seed1"}
+    assert all(options["pretrained"] is None and options["seed"] == 1 for options in calls.values())
+    assert calls["semi_100_seed1"]["recipe"] == "quick"  # machine_recipe on a CPU
