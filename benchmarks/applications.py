@@ -117,6 +117,11 @@ def stat(values, scale=100.0, digits=1) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def table_cell(text: str) -> str:
+    """Text for a cell of a Markdown table: a pipe, as in q(y|x), would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def render(records: list[dict]) -> str:
     shown, left_out = current(records)
     lines = [HEADER, ""]
@@ -175,7 +180,7 @@ def render(records: list[dict]) -> str:
         entries = [r["features"][name] for r in shown]
         knn = [stat([e[b]["knn"] for e in entries]) for b in budgets]
         linear = [stat([e[b]["linear"] for e in entries]) for b in budgets]
-        lines.append(f"| {name} | " + " | ".join(knn + linear) + " |")
+        lines.append(f"| {table_cell(name)} | " + " | ".join(knn + linear) + " |")
     lines.append(f"| 2-D autoencoder of Sainburg et al. (2021), their table | – | – | "
                  f"{LITERATURE_2D_KNN * 100:.1f} |" + " |" * len(budgets))
 

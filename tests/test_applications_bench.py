@@ -1,6 +1,7 @@
 """benchmarks/applications.py: chapter 5's numbers over seeds, and its table on the results page (never typed in)."""
 
 import json
+import re
 
 import pytest
 
@@ -73,3 +74,18 @@ def test_the_validation_runs_are_listed_from_their_records():
     for record in tuning:
         assert applications.options_text(record["options"]) in text
     assert f"{100 * tuning[0]['auroc']['reconstruction']:.1f}" in text
+
+
+def test_every_table_row_has_as_many_cells_as_its_header():
+    """A name with a pipe in it (the semi model's q(y|x)) is escaped, not split into two cells."""
+    record = fake_record(0)
+    record["features"]["semi label q(y|x) (10-D)"] = record["features"]["pixels"]
+    header_cells = None
+    for line in applications.render([record]).splitlines():
+        if not line.startswith("|"):
+            header_cells = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        header_cells = header_cells or cells
+        assert cells == header_cells, line
+    assert "q(y\\|x)" in applications.render([record])
