@@ -461,9 +461,16 @@ def markdown_for(label, result, targets=True) -> list[str]:
     if chapters:
         total = sum(chapters["seconds"].values()) / 60
         run = f" (commit {chapters['commit']})" if "commit" in chapters else ""
+        commits = chapters.get("commits", {})  # chapters run at another commit than the file's last run
+
+        def other_commit(name):
+            commit = commits.get(name, chapters.get("commit"))
+            return f" (commit {commit})" if commit != chapters.get("commit") else ""
+
         lines += [f"| chapter, full run{run} | minutes |", "|---|---|"]
-        lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in chapters["seconds"].items()]
-        lines += [f"| **all four** | **{total:.1f}** |", ""]
+        lines += [f"| {name}{other_commit(name)} | {seconds / 60:.1f} |"
+                  for name, seconds in chapters["seconds"].items()]
+        lines += [f"| **all {len(chapters['seconds'])}** | **{total:.1f}** |", ""]
     quality = result.get("quality")
     if quality:
         if "quality_date" in result:

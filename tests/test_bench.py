@@ -44,7 +44,7 @@ def test_markdown_has_every_measured_figure():
     assert "| AAE, conventional: torchvision `MNIST` + `DataLoader`, batch 100, fp32 | 30.00 |" in text
     assert "| AAE, saae_lib, bf16 | 10.00 |" in text
     assert "**3.0×** (target ≥ 3×); 300 GFLOP/s" in text
-    assert "| **all four** | **12.0** |" in text  # 720 s
+    assert "| **all 2** | **12.0** |" in text  # 720 s, the two chapters of the record
     assert ("| semi-supervised error, 100 labels | 5.00 % ± 1.00 % [4.00 % to 6.00 %] (n=3) | ≤ 3.0 % | - | "
             "≤ 1.90 % (aim ≤ 1.5 %) | 1.90 % |") in text
     assert "read as k" not in text  # a number not measured gets no row
@@ -143,3 +143,13 @@ def test_each_run_has_a_quick_recipe_only_where_it_differs():
     assert [bench.run_name("semi_100", r, s) for r, s in [("full", 0), ("quick", 0), ("quick", 2)]] == [
         "semi_100", "semi_100_quick", "semi_100_quick_seed2"]
     assert bench.recipe_config("semi_100", "quick")["epochs"] < bench.recipe_config("semi_100", "full")["epochs"]
+
+
+def test_a_chapter_run_at_another_commit_says_so():
+    result = fake_result()
+    result["chapters"] |= {"commit": "bbbbbbb", "commits": {"01_autoencoder": "aaaaaaa",
+                                                            "02_adversarial_autoencoder": "bbbbbbb"}}
+    text = "\n".join(bench.markdown_for("cpu-2c", result))
+    assert "| chapter, full run (commit bbbbbbb) | minutes |" in text
+    assert "| 01_autoencoder (commit aaaaaaa) | 2.0 |" in text
+    assert "| 02_adversarial_autoencoder | 10.0 |" in text
