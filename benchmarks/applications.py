@@ -117,9 +117,10 @@ def stat(values, scale=100.0, digits=1) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def table_cell(text: str) -> str:
-    """Text for a cell of a Markdown table: a pipe, as in q(y|x), would end the cell."""
-    return text.replace("|", "\\|")
+def table_row(*cells) -> str:
+    """One row of a Markdown table. A pipe inside a cell (the semi model's q(y|x), a note) is escaped: unescaped, it
+    would end the cell and shift the rest of the row."""
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
 
 def render(records: list[dict]) -> str:
@@ -140,9 +141,9 @@ def render(records: list[dict]) -> str:
     for score in anomaly.MODEL_SCORES + anomaly.BASELINE_SCORES:
         per_digit = [[r["anomaly"][score][str(d)] for r in shown] for d in range(10)]
         means = [float(np.mean([r["anomaly"][score][str(d)] for d in range(10)])) for r in shown]
-        lines.append(f"| {SCORE_LABELS[score]} | {stat(means)} | " + " | ".join(stat(v) for v in per_digit) + " |")
+        lines.append(table_row(SCORE_LABELS[score], stat(means), *(stat(v) for v in per_digit)))
     for name, value in LITERATURE_AUROC.items():
-        lines.append(f"| {name}, their table | {value * 100:.1f} |" + " |" * 10)
+        lines.append(table_row(f"{name}, their table", f"{value * 100:.1f}", *[""] * 10))
 
     lines += ["", "**Denoising**: PSNR in dB (SSIM) against the clean test images; the best filter chosen on "
               "validation for each corruption.", "",
@@ -156,7 +157,7 @@ def render(records: list[dict]) -> str:
             ssim = stat([e[method]["ssim"] for e in entries], scale=1.0, digits=3)
             cells.append(f"{psnr} ({ssim})")
         cells[1] += f", {entries[0]['filter']}"
-        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        lines.append(table_row(condition, *cells))
 
     lines += ["", "**Retrieval**: each test image a query against the 55,000 training images, ranked by Hamming "
               "distance; relevant = same digit.", "",
@@ -165,10 +166,10 @@ def render(records: list[dict]) -> str:
     for bits in shown[0]["retrieval"]:
         for method in shown[0]["retrieval"][bits]:
             entries = [r["retrieval"][bits][method] for r in shown]
-            lines.append(f"| {bits} | {method} | {stat([e['map'] for e in entries])} | "
-                         f"{stat([e['precision_at_100'] for e in entries])} | "
-                         f"{stat([e['imbalance'] for e in entries], scale=1.0, digits=3)} | "
-                         f"{stat([e['correlation'] for e in entries], scale=1.0, digits=3)} |")
+            lines.append(table_row(bits, method, stat([e["map"] for e in entries]),
+                                   stat([e["precision_at_100"] for e in entries]),
+                                   stat([e["imbalance"] for e in entries], scale=1.0, digits=3),
+                                   stat([e["correlation"] for e in entries], scale=1.0, digits=3)))
 
     budgets = list(next(iter(shown[0]["features"].values())))
     lines += ["", "**Features**: test accuracy (%) of a 1-nearest-neighbour classifier and a linear probe fit on "
@@ -180,9 +181,9 @@ def render(records: list[dict]) -> str:
         entries = [r["features"][name] for r in shown]
         knn = [stat([e[b]["knn"] for e in entries]) for b in budgets]
         linear = [stat([e[b]["linear"] for e in entries]) for b in budgets]
-        lines.append(f"| {table_cell(name)} | " + " | ".join(knn + linear) + " |")
-    lines.append(f"| 2-D autoencoder of Sainburg et al. (2021), their table | – | – | "
-                 f"{LITERATURE_2D_KNN * 100:.1f} |" + " |" * len(budgets))
+        lines.append(table_row(name, *knn, *linear))
+    lines.append(table_row("2-D autoencoder of Sainburg et al. (2021), their table", "–", "–",
+                           f"{LITERATURE_2D_KNN * 100:.1f}", *[""] * len(budgets)))
 
     times = {name: stat([r["training_seconds"][name] for r in shown], scale=1.0, digits=0)
              for name in shown[0]["training_seconds"]}
@@ -222,27 +223,26 @@ def render_tuning(records: list[dict]) -> list[str]:
                  ("reconstruction", "typicality", "reconstruction + typicality")]
         if "pca" in auroc:
             cells[0] = f"PCA: {100 * auroc['pca']:.1f}"
-        lines.append(f"| {options_text(r['options'])} | {r['digit']} | {r.get('epoch', '')} | " + " | ".join(cells)
-                     + f" | {r.get('note', '')} |")
+        lines.append(table_row(options_text(r["options"]), r["digit"], r.get("epoch", ""), *cells, r.get("note", "")))
     lines += ["", "Retrieval at 16 bits, validation images as queries against the training images "
               f"({provenance(part['retrieval'])}):", "",
               "| run | bits from | mAP (%) | precision@100 (%) | bit imbalance | note |", "|---|---|---|---|---|---|"]
     for r in part["retrieval"]:
         imbalance = f"{r['imbalance']:.3f}" if "imbalance" in r else ""
-        lines.append(f"| {options_text(r['options'])} | {r['method']} | {100 * r['map']:.1f} | "
-                     f"{100 * r['precision_at_100']:.1f} | {imbalance} | {r.get('note', '')} |")
+        lines.append(table_row(options_text(r["options"]), r["method"], f"{100 * r['map']:.1f}",
+                               f"{100 * r['precision_at_100']:.1f}", imbalance, r.get("note", "")))
     if part["denoising"]:
         conditions = list(part["denoising"][0]["psnr"])
         lines += ["", f"Denoising, PSNR (dB) on the corrupted validation images ({provenance(part['denoising'])}):",
                   "", "| run | " + " | ".join(conditions) + " | note |", "|---|" + "---|" * (len(conditions) + 1)]
         for r in part["denoising"]:
-            lines.append(f"| {options_text(r['options'])} | "
-                         + " | ".join(f"{r['psnr'][c]:.2f}" for c in conditions) + f" | {r.get('note', '')} |")
+            lines.append(table_row(options_text(r["options"]), *(f"{r['psnr'][c]:.2f}" for c in conditions),
+                                   r.get("note", "")))
     if part["features"]:
         lines += ["", "Features, 1-NN accuracy (%) of the validation images' 2-D codes against all the training "
                   f"images' ({provenance(part['features'])}):", "", "| run | 1-NN, all | note |", "|---|---|---|"]
         for r in part["features"]:
-            lines.append(f"| {options_text(r['options'])} | {100 * r['knn_all']:.1f} | {r.get('note', '')} |")
+            lines.append(table_row(options_text(r["options"]), f"{100 * r['knn_all']:.1f}", r.get("note", "")))
     return lines
 
 
