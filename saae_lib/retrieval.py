@@ -10,14 +10,16 @@ Bits are numpy bool arrays (n, n_bits); `pack_bits` turns them into bytes, 8 bit
 Relevant means "the same label"; a ranking is by Hamming distance, ties broken by database index (lower first).
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.decomposition import PCA
 
 from .checkpoints import run_name, train_or_load
 from .denoising import AUTOENCODER_OPTIONS
-from .features import as_array, as_labels, as_points, model_codes
+from .features import as_array, as_labels, as_points, fitted_pca, model_codes
 
 POPCOUNT_16 = np.array([bin(value).count("1") for value in range(1 << 16)], dtype=np.uint8)  # set bits of each uint16
 BLOCK = 1 << 24  # query x database pairs per block of distances (16 Mi: 128 MB of uint64 XORs), to bound memory
@@ -93,7 +95,8 @@ def ranked_relevance(distances: np.ndarray, query_labels: np.ndarray, database_l
     if np.issubdtype(distances.dtype, np.integer) and distances.max(initial=0) < 1 << 16:
         distances = distances.astype(np.uint16)
     order = np.argsort(distances, axis=1, kind="stable")[:, :top_k]  # n_q, top_k
-    return database_labels[order] == query_labels[:, None]
+    relevant = database_labels[None, :] == query_labels[:, None]  # n_q, n_db: bools, not a gathered int64 copy
+    return np.take_along_axis(relevant, order, axis=1)
 
 
 def check_retrieval(query_bits, query_labels, database_bits, database_labels, top_k):
@@ -104,52 +107,63 @@ def check_retrieval(query_bits, query_labels, database_bits, database_labels, to
             np.packbits(database_bits, axis=1), as_labels(database_labels, len(database_bits), "database_labels"))
 
 
-def relevance_blocks(query_bits, query_labels, database_bits, database_labels, top_k, batch_size):
-    """ranked_relevance for batch_size queries at a time (a full 10,000 x 55,000 distance matrix is 2.2 GB)."""
+def per_query_blocks(measure, query_bits, query_labels, database_bits, database_labels, top_k, batch_size) -> list:
+    """[measure(ranked_relevance of a block)] for each block of batch_size queries, in query order (a full 10,000 x
+    55,000 distance matrix would be 2.2 GB). The blocks run on as many threads as torch uses (torch.get_num_threads:
+    numpy's sorts and element-wise work let go of the GIL), which changes no number: each query is ranked alone."""
     queries, query_labels, database, database_labels = check_retrieval(query_bits, query_labels, database_bits,
                                                                         database_labels, top_k)
-    for start in range(0, len(queries), batch_size):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+    def block(start):
         distances = hamming_distances(queries[start : start + batch_size], database, packed=True)
-        yield ranked_relevance(distances, query_labels[start : start + batch_size], database_labels, top_k)
+        return measure(ranked_relevance(distances, query_labels[start : start + batch_size], database_labels, top_k))
+
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        return list(pool.map(block, range(0, len(queries), batch_size)))
 
 
 def average_precisions(relevant: np.ndarray) -> np.ndarray:
     """AP_i = sum_r P_i(r) rel_i(r) / sum_r rel_i(r) over the ranks r of the list, P_i(r) the share of relevant items
-    among the first r; 0 for a query with no relevant item in its list."""
-    hits = relevant.cumsum(axis=1)  # n_q, length
-    precision = hits / np.arange(1, relevant.shape[1] + 1)
-    found = hits[:, -1]
-    return np.where(found > 0, (precision * relevant).sum(axis=1) / np.maximum(found, 1), 0.0)
+    among the first r; 0 for a query with no relevant item in its list.
+
+    Only the relevant ranks count, and at the k-th relevant item of a list, at rank r, P(r) = k / r: so AP_i is the
+    mean of k / r over the query's relevant items, found with one np.nonzero (no running sums over whole lists)."""
+    rows, columns = np.nonzero(relevant)  # row by row, each row's ranks (from 0) in order
+    found = np.bincount(rows, minlength=len(relevant))  # n_q: relevant items in each list
+    before = np.cumsum(found) - found  # n_q: relevant items of the earlier rows
+    k = np.arange(1, len(rows) + 1) - before[rows]  # which relevant item of its row each one is: 1, 2, ...
+    sums = np.bincount(rows, weights=k / (columns + 1), minlength=len(relevant))  # n_q
+    return np.where(found > 0, sums / np.maximum(found, 1), 0.0)
 
 
 def mean_average_precision(query_bits, query_labels, database_bits, database_labels, top_k: int | None = None,
-                           batch_size: int = 256) -> float:
+                           batch_size: int = 64) -> float:
     """mAP = mean_i AP_i over the queries, each query's database ranked by Hamming distance (ties broken by
     database index), relevant = same label.
 
     top_k=None: AP over the whole ranking (the denominator is every relevant database item). top_k=K: mAP@K as the
     hashing literature computes it, AP over the first K items, divided by the relevant items among them."""
-    blocks = relevance_blocks(query_bits, query_labels, database_bits, database_labels, top_k, batch_size)
-    return float(np.concatenate([average_precisions(relevant) for relevant in blocks]).mean())
+    return float(np.concatenate(per_query_blocks(average_precisions, query_bits, query_labels, database_bits,
+                                                 database_labels, top_k, batch_size)).mean())
 
 
 def precision_at_k(query_bits, query_labels, database_bits, database_labels, k: int = 100,
-                   batch_size: int = 256) -> float:
+                   batch_size: int = 64) -> float:
     """The mean over queries of the share of same-label items among the k nearest in Hamming distance (ties broken
     by database index)."""
-    blocks = relevance_blocks(query_bits, query_labels, database_bits, database_labels, k, batch_size)
-    return float(np.concatenate([relevant.mean(axis=1) for relevant in blocks]).mean())
+    return float(np.concatenate(per_query_blocks(lambda relevant: relevant.mean(axis=1), query_bits, query_labels,
+                                                 database_bits, database_labels, k, batch_size)).mean())
 
 
 def map_and_precision(query_bits, query_labels, database_bits, database_labels, k: int = 100,
-                      batch_size: int = 256) -> tuple[float, float]:
+                      batch_size: int = 64) -> tuple[float, float]:
     """(mean_average_precision over the whole ranking, precision_at_k) from one ranking of each query: the same
     numbers as the two functions, at half the cost."""
-    blocks = relevance_blocks(query_bits, query_labels, database_bits, database_labels, None, batch_size)
-    precisions, at_k = [], []
-    for relevant in blocks:
-        precisions.append(average_precisions(relevant))
-        at_k.append(relevant[:, :k].mean(axis=1))
+    blocks = per_query_blocks(lambda relevant: (average_precisions(relevant), relevant[:, :k].mean(axis=1)),
+                              query_bits, query_labels, database_bits, database_labels, None, batch_size)
+    precisions, at_k = zip(*blocks, strict=True)
     return float(np.concatenate(precisions).mean()), float(np.concatenate(at_k).mean())
 
 
@@ -170,9 +184,10 @@ def lsh_bits(train, x, n_bits: int, seed: int = 0) -> np.ndarray:
 
 
 def fit_pca(train: np.ndarray, n_bits: int) -> PCA:
-    """scikit-learn's PCA with the exact SVD (no seed: the same directions every time)."""
+    """scikit-learn's PCA with the exact SVD (no seed: the same directions every time; features.fitted_pca, which
+    remembers the fit for PCA hashing and PCA-ITQ of the same bits)."""
     check_n_bits(train, n_bits, min(train.shape))
-    return PCA(n_components=n_bits, svd_solver="full").fit(train)
+    return fitted_pca(train, n_bits)
 
 
 def pca_bits(train, x, n_bits: int) -> np.ndarray:

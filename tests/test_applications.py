@@ -296,6 +296,19 @@ def test_ssim_is_scikit_images_mean_and_one_for_identical_images():
         denoising.ssim(clean, noisy[:3])
 
 
+def test_ssim_per_image_is_scikit_images_on_digits_and_restorations_of_them():
+    rng = np.random.default_rng(7)
+    clean = np.zeros((300, 28, 28))
+    clean[:, 6:22, 8:20] = rng.random((300, 16, 12)) ** 3  # dark borders, bright strokes: flat windows and edges
+    restored = {"noisy": np.clip(clean + 0.4 * rng.standard_normal(clean.shape), 0, 1),
+                "dimmed": 0.5 * clean, "blank": np.zeros_like(clean), "same": clean.copy(),
+                "filtered": denoising.median_filter(clean, 3)}
+    for name, images in restored.items():  # 300 images: more than one chunk
+        expected = [structural_similarity(c, r, data_range=1.0) for c, r in zip(clean, images, strict=True)]
+        np.testing.assert_allclose(denoising.ssim_per_image(clean, images), expected, rtol=0, atol=1e-12,
+                                   err_msg=name)
+
+
 # -- retrieval ---------------------------------------------------------------------------------------------------
 def naive_hamming(a, b):
     return np.array([[sum(x != y for x, y in zip(row, other, strict=True)) for other in b] for row in a])
@@ -364,6 +377,37 @@ def test_map_is_the_same_in_any_batch_of_queries():
                                             batch_size=7) == pytest.approx(whole)
 
 
+def test_average_precisions_are_the_running_precision_at_each_relevant_rank():
+    # The definition with running sums over whole lists, against the library's k / r at relevant ranks only.
+    rng = np.random.default_rng(5)
+    relevant = rng.random((50, 300)) < rng.random((50, 1)) * 0.3  # a different share per list
+    relevant[3] = False  # a list with nothing relevant scores 0
+    relevant[7] = True
+    hits = relevant.cumsum(axis=1)
+    found = hits[:, -1]
+    expected = np.where(found > 0, (hits / np.arange(1, 301) * relevant).sum(axis=1) / np.maximum(found, 1), 0)
+    np.testing.assert_allclose(retrieval.average_precisions(relevant), expected, rtol=1e-12)
+    assert retrieval.average_precisions(relevant)[3] == 0 and retrieval.average_precisions(relevant)[7] == 1
+
+
+def test_map_is_the_same_on_one_thread_or_several():
+    rng = np.random.default_rng(6)
+    database, queries = rng.random((500, 16)) > 0.5, rng.random((90, 16)) > 0.5
+    database_labels, query_labels = rng.integers(0, 10, 500), rng.integers(0, 10, 90)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            results.append(retrieval.map_and_precision(queries, query_labels, database, database_labels, k=20,
+                                                       batch_size=8))
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0] == results[1]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        retrieval.mean_average_precision(queries, query_labels, database, database_labels, batch_size=0)
+
+
 def clustered(n_per_class=60, n_classes=4, dim=20, seed=0):
     """Gaussian clusters around random centres, with anisotropic noise (PCA's variances then differ a lot)."""
     rng = np.random.default_rng(seed)
@@ -429,6 +473,44 @@ def test_pca_codes_are_scikit_learns_projection():
     codes = features.pca_codes(train, images, 4)
     assert codes.shape == (9, 4) and codes.dtype == np.float32
     np.testing.assert_allclose(codes, PCA(4, svd_solver="full").fit(train).transform(images), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(80, 30), (20, 30)])  # more points than dimensions, and fewer
+def test_fitted_pca_is_scikit_learns_own_fit_for_every_n_components(shape):
+    rng = np.random.default_rng(1)
+    train, images = rng.random(shape), rng.random((7, shape[1]))
+    for dtype in (np.float64, np.float32):
+        for n in (1, 4, min(shape) - 1, min(shape)):
+            own = PCA(n, svd_solver="full").fit(train.astype(dtype))
+            cut = features.fitted_pca(train.astype(dtype), n)
+            assert set(vars(cut)) == set(vars(own))
+            for name, value in vars(own).items():  # every attribute, to the last bit
+                assert np.array_equal(getattr(cut, name), value), f"{name} of PCA({n}) on {dtype.__name__} differs"
+                assert np.asarray(getattr(cut, name)).dtype == np.asarray(value).dtype, name
+            # Equal arrays at other addresses can take other BLAS paths: the projections agree to rounding.
+            np.testing.assert_allclose(cut.transform(images.astype(dtype)), own.transform(images.astype(dtype)),
+                                       rtol=0, atol=1e-12 if dtype == np.float64 else 1e-5)
+
+
+def test_fitted_pca_remembers_a_fit_by_the_datas_bytes(monkeypatch):
+    rng = np.random.default_rng(1)
+    train = rng.random((80, 30))
+    monkeypatch.setattr(features, "PCA_FITS", type(features.PCA_FITS)())
+    fits = []
+    monkeypatch.setattr(features, "PCA", lambda **options: fits.append(options) or PCA(**options))
+    features.fitted_pca(train, 5)
+    features.fitted_pca(train.copy(), 3)  # equal bytes, another array and width: no new fit
+    assert len(fits) == 1
+    changed = train.copy()
+    changed[0, 0] += 1e-9
+    features.fitted_pca(changed, 5)
+    features.fitted_pca(train.astype(np.float32), 5)  # other bytes: a fit each
+    assert len(fits) == 3
+    for k in range(1, 10):  # only the last PCA_FITS_KEPT are kept
+        features.fitted_pca(train + k, 2)
+    assert len(features.PCA_FITS) == features.PCA_FITS_KEPT
+    with pytest.raises(ValueError, match="between 1 and the fit's 30"):
+        features.fitted_pca(train, 31)
 
 
 def test_labeled_budget_is_balanced_seeded_and_reuses_the_semi_models_subset():
@@ -566,6 +648,19 @@ def test_denoising_results_measure_every_condition_and_method():
         assert entry["filter"] in denoising.FILTERS
         assert set(entry) == {"corrupted input", "best filter", "autoencoder", "filter"}
         assert all(np.isfinite(entry[m]["psnr"]) and -1 <= entry[m]["ssim"] <= 1 for m in entry if m != "filter")
+
+
+def test_denoising_results_take_the_filters_chosen_before_and_refuse_an_incomplete_choice():
+    data = prototype_mnist(per_digit=(3, 3, 2))
+    torch.manual_seed(0)
+    model = Autoencoder(latent_dim=4, hidden=(16,)).eval()
+    chosen = denoising.best_filters(data.val_images, denoising.corrupted_split(data.val_images, "validation"))
+    assert denoising.denoising_results({"ae": model}, data, filters=chosen) == denoising.denoising_results(
+        {"ae": model}, data)
+    with pytest.raises(ValueError, match="for every condition"):
+        denoising.denoising_results({"ae": model}, data, filters=dict(list(chosen.items())[:3]))
+    with pytest.raises(ValueError, match="one of denoising.FILTERS"):
+        denoising.denoising_results({"ae": model}, data, filters=dict.fromkeys(chosen, "bilateral"))
 
 
 def test_bit_statistics_see_unbalanced_and_repeated_bits():
