@@ -101,7 +101,7 @@ EVALUATIONS = (  # measure key -> how the model was evaluated, and whether the l
 FULL_EPOCHS = 150
 FULL_SEMI_100 = Run({"n_labels": 100}, SEEDS_012, epochs=FULL_EPOCHS, saved=SEEDS_012)
 FULL_SEMI_1000 = Run({"n_labels": 1000}, (0,), epochs=FULL_EPOCHS, saved=(0,))
-FULL_CLUSTER_16 = Run({"n_clusters": 16}, (0,), epochs=FULL_EPOCHS, saved=(0,))
+FULL_CLUSTER_16 = Run({"n_clusters": 16}, (0, 1), epochs=FULL_EPOCHS, saved=(0,))
 
 
 QUICK_CLUSTER_30 = {"recipe": "quick", "n_clusters": 30}
