@@ -105,8 +105,9 @@ def fitted_pca(train: np.ndarray, n_components: int) -> PCA:
     That fit computes every component and keeps the first n_components, so one fit with all of them serves every
     n_components: the last few are remembered by the data's bytes, and a smaller PCA is cut from them
     (truncated_pca, whose every attribute is its own fit's, to the last bit: a test holds them equal). Chapter 5
-    asks for five PCAs of its 55,000 x 784 training images (2, 10 and 16 dimensions, 16 and 32 bits), and a full
-    SVD of them takes about ten seconds on a CPU core."""
+    asks for seven PCAs of its 55,000 x 784 training images (features in 2, 10 and 16 dimensions and PCA hashing at
+    16 and 32 bits, all float32: one full fit; PCA-ITQ at 16 and 32 bits, float64: another), and a full SVD of them
+    takes about ten seconds on a CPU core."""
     train = np.ascontiguousarray(train)
     key = (train.shape, train.dtype.str, hashlib.blake2b(memoryview(train).cast("B")).hexdigest())
     if key in PCA_FITS:

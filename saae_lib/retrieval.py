@@ -185,7 +185,8 @@ def lsh_bits(train, x, n_bits: int, seed: int = 0) -> np.ndarray:
 
 def fit_pca(train: np.ndarray, n_bits: int) -> PCA:
     """scikit-learn's PCA with the exact SVD (no seed: the same directions every time; features.fitted_pca, which
-    remembers the fit for PCA hashing and PCA-ITQ of the same bits)."""
+    remembers one full fit per training set: PCA hashing at 16 and 32 bits share one, PCA-ITQ's float64 data
+    another)."""
     check_n_bits(train, n_bits, min(train.shape))
     return fitted_pca(train, n_bits)
 
