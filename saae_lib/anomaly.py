@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from . import metrics
 from .checkpoints import run_name, train_or_load
 from .data import MNIST, N_CLASSES, check_images
-from .features import as_array, as_points
+from .features import as_array, as_points, fitted_pca
 
 
 @dataclass
@@ -145,11 +144,11 @@ def standardised_sum(scores, references) -> np.ndarray:
 def pca_reconstruction_score(train_images, images, n_components: int) -> np.ndarray:
     """The classical baseline: the squared distance to the principal subspace of the normal digit,
     s(x) = ||x - mean - W W^T (x - mean)||^2 / 784, with W the first n_components principal directions of
-    train_images (scikit-learn's PCA, exact SVD)."""
+    train_images (scikit-learn's PCA, exact SVD: features.fitted_pca, the one place the library fits a PCA)."""
     train_images, images = as_points(train_images, "train_images"), as_points(images, "images")
     if not 1 <= n_components <= min(train_images.shape):
         raise ValueError(f"n_components must be between 1 and {min(train_images.shape)}, got {n_components}")
-    pca = PCA(n_components=n_components, svd_solver="full").fit(train_images)
+    pca = fitted_pca(train_images, n_components)
     restored = pca.inverse_transform(pca.transform(images))  # n, 784
     return ((images.astype(np.float64) - restored) ** 2).mean(axis=1)
 
