@@ -153,3 +153,45 @@ def test_a_chapter_run_at_another_commit_says_so():
     assert "| chapter, full run (commit bbbbbbb) | minutes |" in text
     assert "| 01_autoencoder (commit aaaaaaa) | 2.0 |" in text
     assert "| 02_adversarial_autoencoder | 10.0 |" in text
+
+
+def test_chapter_4s_table_is_the_records_and_names_their_machine(tmp_path):
+    """Each cell comes from the machine with the most seeds of that recipe; a model with one recipe says so; a
+    recipe nobody measured says so; the old 20-epoch seeds are left out."""
+    (tmp_path / "cpu-2c.json").write_text(json.dumps({"quality": {
+        "semi_100": measured("semi_100", "full", "test_error", [0.03]),
+        "supervised_100": measured("supervised_100", "full", "test_error", [0.25, 0.27])}}))
+    (tmp_path / "cpu-2c-bf16.json").write_text(json.dumps({"quality": {
+        "semi_100": measured("semi_100", "full", "test_error", [0.02, 0.04]),
+        "semi_1000": bench.summarized([0], [{"test_error": 0.05, "epochs": 20}])}}))
+    (tmp_path / "chapters-cpu-2c.json").write_text(json.dumps({"seconds": {}}))  # chapter times: not a machine
+    rows = {" | ".join(line.split(" | ")[:2]): line for line in bench.chapter4_table(tmp_path)[2:]}
+    assert "| 3.00 % ± 1.41 % (n=2, 2-core CPU with bf16 units) | 1.90 % |" in rows["| semi-supervised AAE | 100"]
+    assert "| not measured yet |" in rows["| semi-supervised AAE | 100"]  # its quick recipe
+    baseline = rows["| the same network on the labelled images alone | 100"]
+    assert "| one recipe: as the full | 26.00 % ± 1.41 % (n=2, 2-core CPU, fp32) | - |" in baseline
+    assert "5.00 %" not in rows["| semi-supervised AAE | 1000"]
+
+
+def test_chapter_4s_table_is_written_between_its_markers_and_checked(tmp_path):
+    import nbformat
+
+    notebook = tmp_path / "04.ipynb"
+    text = f"Before.\n\n{bench.CHAPTER_4_MARKERS[0]}\n| typed in |\n{bench.CHAPTER_4_MARKERS[1]}\n\nAfter."
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)]), notebook)
+    (tmp_path / "cpu-2c.json").write_text(json.dumps({"quality": {
+        "semi_100": measured("semi_100", "full", "test_error", [0.03])}}))
+    assert not bench.write_chapter4(tmp_path, notebook, check=True)  # stale, and check leaves it so
+    assert "| typed in |" in notebook.read_text()
+    assert not bench.write_chapter4(tmp_path, notebook)  # rewritten
+    source = nbformat.read(notebook, as_version=4).cells[0].source
+    assert source.startswith("Before.") and source.endswith("After.") and "| typed in |" not in source
+    assert "3.00 % (n=1, 2-core CPU, fp32)" in source
+    assert bench.write_chapter4(tmp_path, notebook, check=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("no markers")]), notebook)
+    with pytest.raises(ValueError, match="no markdown cell holds"):
+        bench.write_chapter4(tmp_path, notebook)
+
+
+def test_chapter_4_shows_the_current_records():
+    assert bench.write_chapter4(check=True), "chapter 4's table is stale: run python -m benchmarks.bench --table"
