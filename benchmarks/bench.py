@@ -515,7 +515,8 @@ def markdown_for(label, result, targets=True) -> list[str]:
     """The tables of one machine's results; targets=True adds our targets (what `make bench` prints), False leaves
     them out (the book's Results page)."""
     machine = result["machine"]
-    hardware = machine.get("gpu") or f"{machine['processor']}, {machine['cpu_cores']} CPU threads"
+    threads = machine["cpu_cores"]
+    hardware = machine.get("gpu") or f"{machine['processor']}, {threads} CPU thread{'s' if threads != 1 else ''}"
     lines = [f"## Measured on {label}", "", f"{hardware}; torch {machine['torch']}, saae_lib {machine['saae_lib']} "
              f"(commit {machine['commit']}), measured {result['date']}.", ""]
     speed = result.get("speed")
