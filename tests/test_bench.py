@@ -174,7 +174,7 @@ def test_chapter_4s_table_is_the_records_and_names_their_machine(tmp_path):
 
 
 def test_chapter_4s_table_is_written_between_its_markers_and_checked(tmp_path):
-    import nbformat
+    nbformat = pytest.importorskip("nbformat")  # the notebook tools: not in the dependency floors' environment
 
     notebook = tmp_path / "04.ipynb"
     text = f"Before.\n\n{bench.CHAPTER_4_MARKERS[0]}\n| typed in |\n{bench.CHAPTER_4_MARKERS[1]}\n\nAfter."
@@ -194,4 +194,5 @@ def test_chapter_4s_table_is_written_between_its_markers_and_checked(tmp_path):
 
 
 def test_chapter_4_shows_the_current_records():
+    pytest.importorskip("nbformat")
     assert bench.write_chapter4(check=True), "chapter 4's table is stale: run python -m benchmarks.bench --table"
