@@ -95,7 +95,10 @@ def test_a_second_writer_is_refused_and_the_first_ends_on_sigterm(tmp_path, sess
     out = tmp_path / "run"
     assert train(out) == 0
     before = files(out)
-    first = start_training(out, session_dirs, "--force", "--seed", "1")  # trains in run.partial, holds the lock
+    # trains in run.partial and holds the lock; epochs it cannot finish before the SIGTERM below, however slow the
+    # two refused processes are to start on a busy machine (500 smoke epochs take about 15 s; a CI run beside two
+    # training runs once saw exit status 1 here instead of the signal's, most likely a run that had ended first)
+    first = start_training(out, session_dirs, "--force", "--seed", "1", epochs=100_000)
     try:
         for argv in (["--force"], ["--resume", "--epochs", "3"]):
             second = saae(session_dirs, "train", "ae", "--out", out, "--epochs", 2, "--hidden", 64, *CPU, *argv)
@@ -108,7 +111,7 @@ def test_a_second_writer_is_refused_and_the_first_ends_on_sigterm(tmp_path, sess
     finally:
         first.send_signal(signal.SIGTERM)  # 6. handled as Ctrl-C, with the status of the signal
         _, err = first.communicate(timeout=120)
-    assert first.returncode == 128 + signal.SIGTERM
+    assert first.returncode == 128 + signal.SIGTERM, err  # its stderr says why, where it ended otherwise
     line = one_line_error(err)
     assert line.startswith(f"interrupted (SIGTERM): {out} is unchanged; the new run's ")
     assert f"in {tmp_path / 'run.partial'}; continue it with: " in line
