@@ -237,6 +237,32 @@ def interrupt_signals():
 
 
 @contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C, SIGTERM and SIGHUP are noted, not raised, inside the block, and raised as soon as it ends: a signal
+    raised inside torch.save's file writes would end the save with a broken file and a write error. (Blocking them
+    with pthread_sigmask is not enough here: another thread, e.g. one of torch's, can still take the signal.)"""
+    noted = []
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    previous = {}
+    try:
+        for signum in (getattr(signal, name) for name in names if hasattr(signal, name)):
+            handler = signal.getsignal(signum)
+            if callable(handler):  # ignored or default signals stay as they are
+                previous[signum] = signal.signal(signum, lambda number, frame: noted.append(number))
+    except ValueError:  # not the main thread: nothing can be deferred there
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if noted:
+        signum = noted[0]
+        handler = previous[signum]
+        handler(signum, None)  # the handler of the first signal: Ctrl-C's KeyboardInterrupt, or Interrupted
+
+
+@contextlib.contextmanager
 def signals_held():
     """Ctrl-C, SIGTERM and SIGHUP wait (they arrive right after) while a finished run is moved into place."""
     held = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
@@ -445,14 +471,17 @@ def train_locked(args, out: Path, config) -> int:
         if bad or not weights_finite(trainer.model):  # never saved as if it were a good model
             where = f"epoch {record['epoch']}: {', '.join(bad) or 'non-finite weights'}"
             raise RunFault(run.diverged(where, trainer))
-        try:
-            if not run.saved_here:  # metrics.json described the checkpoint this one replaces
-                (target / METRICS_NAME).unlink(missing_ok=True)
-            save_checkpoint(trainer, target)  # every epoch, so that an interrupted run can --resume
-        except OSError as error:
-            note = "the last good epoch is kept, " if run.saved else ""
-            raise RunFault(run.write_failed(f"cannot save epoch {record['epoch']} in {target}", error, note)) from None
-        run.saved, run.saved_here = len(trainer.history), True
+        # A signal inside torch.save would break the file: it waits until the epoch is saved and counted.
+        with interrupts_deferred():
+            try:
+                if not run.saved_here:  # metrics.json described the checkpoint this one replaces
+                    (target / METRICS_NAME).unlink(missing_ok=True)
+                save_checkpoint(trainer, target)  # every epoch, so that an interrupted run can --resume
+            except OSError as error:
+                note = "the last good epoch is kept, " if run.saved else ""
+                raise RunFault(run.write_failed(f"cannot save epoch {record['epoch']} in {target}", error,
+                                                note)) from None
+            run.saved, run.saved_here = len(trainer.history), True
         losses = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in {"epoch", "seconds"})
         say(f"epoch {record['epoch']}/{run.total}: {record['seconds']:.1f} s  {losses}")
 

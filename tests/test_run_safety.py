@@ -438,3 +438,20 @@ def test_the_lock_file_names_its_writer_and_goes_with_it(tmp_path):
     with runs.run_lock(out):
         assert (out / runs.LOCK_NAME).read_text() == f"{os.getpid()}\n"
     assert not (out / runs.LOCK_NAME).exists()
+
+
+def test_a_signal_during_a_checkpoint_save_is_raised_after_it():
+    """SIGTERM inside torch.save broke the file (a write error, exit 1, in the floors' torch 2.4): it now waits for
+    the block to end, then ends the command as before."""
+    import os
+    import time
+
+    from saae_lib import cli
+
+    finished = []
+    with cli.interrupt_signals(), pytest.raises(cli.Interrupted) as caught:
+        with cli.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # where the handler would have raised
+            finished.append("saved")
+    assert finished == ["saved"] and caught.value.signum == signal.SIGTERM
