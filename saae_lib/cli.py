@@ -236,16 +236,18 @@ def interrupt_signals():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
+INTERRUPTS = ("SIGINT", "SIGTERM", "SIGHUP")  # what ends a command as Ctrl-C does
+
+
 @contextlib.contextmanager
 def interrupts_deferred():
     """Ctrl-C, SIGTERM and SIGHUP are noted, not raised, inside the block, and raised as soon as it ends: a signal
     raised inside torch.save's file writes would end the save with a broken file and a write error. (Blocking them
     with pthread_sigmask is not enough here: another thread, e.g. one of torch's, can still take the signal.)"""
     noted = []
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
     previous = {}
     try:
-        for signum in (getattr(signal, name) for name in names if hasattr(signal, name)):
+        for signum in (getattr(signal, name) for name in INTERRUPTS if hasattr(signal, name)):
             handler = signal.getsignal(signum)
             if callable(handler):  # ignored or default signals stay as they are
                 previous[signum] = signal.signal(signum, lambda number, frame: noted.append(number))
@@ -257,15 +259,13 @@ def interrupts_deferred():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if noted:
-        signum = noted[0]
-        handler = previous[signum]
-        handler(signum, None)  # the handler of the first signal: Ctrl-C's KeyboardInterrupt, or Interrupted
+        previous[noted[0]](noted[0], None)  # the first signal's own handler: KeyboardInterrupt, or Interrupted
 
 
 @contextlib.contextmanager
 def signals_held():
     """Ctrl-C, SIGTERM and SIGHUP wait (they arrive right after) while a finished run is moved into place."""
-    held = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    held = {getattr(signal, name) for name in INTERRUPTS if hasattr(signal, name)}
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
