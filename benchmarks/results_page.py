@@ -102,12 +102,17 @@ FULL_EPOCHS = 150
 FULL_SEMI_100 = Run({"n_labels": 100}, SEEDS_012, epochs=FULL_EPOCHS, saved=SEEDS_012)
 FULL_SEMI_1000 = Run({"n_labels": 1000}, SEEDS_012, epochs=FULL_EPOCHS, saved=(0,))
 FULL_SEMI_1000_AVERAGED = Run({"n_labels": 1000}, (1, 2), epochs=FULL_EPOCHS)  # probe --ema: seeds 1 and 2 only
-FULL_CLUSTER_16 = Run({"n_clusters": 16}, (0, 1), epochs=FULL_EPOCHS, saved=(0,))
+FULL_CLUSTER_16 = Run({"n_clusters": 16}, SEEDS_012, epochs=FULL_EPOCHS, saved=(0,))
+FULL_CLUSTER_30 = Run({"n_clusters": 30}, epochs=FULL_EPOCHS)  # the paper's second setting, seed 0
 
 
 QUICK_CLUSTER_30 = {"recipe": "quick", "n_clusters": 30}
 QUICK_HIDDEN_NOISE = {"recipe": "quick", "hidden_noise": 0.3}
 QUICK_MOMENTUM = {"recipe": "quick", "optimizer": "momentum", "lr": 0.01, "adversarial_lr": 0.001}
+# The paper's clustering model (Makhzani et al. 2015, Section 6; boscotsang/AdversarialAutoencoder builds the same):
+# 3000 units, 20 % input dropout, batch norm in the encoder; our discriminators (1000 units) and quick recipe.
+PAPER_CLUSTER_MODEL = {"n_clusters": 16, "hidden": [3000, 3000], "input_dropout": 0.2, "batch_norm": True,
+                       "discriminator_hidden": [1000, 1000], "recipe": "quick"}
 
 
 def quick_rows(options: dict, seeds: tuple, label: str) -> tuple:
