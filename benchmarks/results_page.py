@@ -109,8 +109,9 @@ FULL_CLUSTER_30 = Run({"n_clusters": 30}, epochs=FULL_EPOCHS)  # the paper's sec
 QUICK_CLUSTER_30 = {"recipe": "quick", "n_clusters": 30}
 QUICK_HIDDEN_NOISE = {"recipe": "quick", "hidden_noise": 0.3}
 QUICK_MOMENTUM = {"recipe": "quick", "optimizer": "momentum", "lr": 0.01, "adversarial_lr": 0.001}
-# The paper's clustering model (Makhzani et al. 2015, Section 6; boscotsang/AdversarialAutoencoder builds the same):
-# 3000 units, 20 % input dropout, batch norm in the encoder; our discriminators (1000 units) and quick recipe.
+# The paper's clustering model as issue 16 recalls its appendix (not yet checked against the text) and as
+# boscotsang/AdversarialAutoencoder builds it: 3000 units, 20 % input dropout, batch norm in the encoder; our
+# discriminators (1000 units, where that code has 3000) and our quick recipe.
 PAPER_CLUSTER_MODEL = {"n_clusters": 16, "hidden": [3000, 3000], "input_dropout": 0.2, "batch_norm": True,
                        "discriminator_hidden": [1000, 1000], "recipe": "quick"}
 
