@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -443,11 +444,6 @@ def test_the_lock_file_names_its_writer_and_goes_with_it(tmp_path):
 def test_a_signal_during_a_checkpoint_save_is_raised_after_it():
     """SIGTERM inside torch.save broke the file (a write error, exit 1, in the floors' torch 2.4): it now waits for
     the block to end, then ends the command as before."""
-    import os
-    import time
-
-    from saae_lib import cli
-
     finished = []
     with cli.interrupt_signals(), pytest.raises(cli.Interrupted) as caught:
         with cli.interrupts_deferred():
