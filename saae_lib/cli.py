@@ -241,17 +241,21 @@ INTERRUPTS = ("SIGINT", "SIGTERM", "SIGHUP")  # what ends a command as Ctrl-C do
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Ctrl-C, SIGTERM and SIGHUP are noted, not raised, inside the block, and raised as soon as it ends: a signal
-    raised inside torch.save's file writes would end the save with a broken file and a write error. (Blocking them
-    with pthread_sigmask is not enough here: another thread, e.g. one of torch's, can still take the signal.)"""
+    """Ctrl-C, SIGTERM and SIGHUP are noted, not acted on, inside the block, and acted on as soon as it ends: a
+    signal inside torch.save's file writes would end the save with a broken file, one inside the move of a finished
+    run would leave it half moved. A handler set by Python (Ctrl-C's KeyboardInterrupt, interrupt_signals') runs after
+    the block; a signal's default action (ending the process, e.g. SIGHUP where nothing handles it) is taken after
+    it, by sending the signal again; an ignored signal stays ignored. Blocking the signals with pthread_sigmask is not
+    enough: another thread, e.g. one of torch's, can still take them. Outside the main thread no handler can be set,
+    so nothing is deferred there; Python's handlers run in the main thread, never inside this block."""
     noted = []
     previous = {}
     try:
         for signum in (getattr(signal, name) for name in INTERRUPTS if hasattr(signal, name)):
             handler = signal.getsignal(signum)
-            if callable(handler):  # ignored or default signals stay as they are
+            if handler is not signal.SIG_IGN and handler is not None:  # None: set outside Python, left alone
                 previous[signum] = signal.signal(signum, lambda number, frame: noted.append(number))
-    except ValueError:  # not the main thread: nothing can be deferred there
+    except ValueError:  # not the main thread
         pass
     try:
         yield
@@ -259,21 +263,11 @@ def interrupts_deferred():
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if noted:
-        previous[noted[0]](noted[0], None)  # the first signal's own handler: KeyboardInterrupt, or Interrupted
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Ctrl-C, SIGTERM and SIGHUP wait (they arrive right after) while a finished run is moved into place."""
-    held = {getattr(signal, name) for name in INTERRUPTS if hasattr(signal, name)}
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        first = noted[0]
+        if callable(previous[first]):
+            previous[first](first, None)  # the first signal's own handler: KeyboardInterrupt, or Interrupted
+        else:
+            os.kill(os.getpid(), first)  # its default action, now that the block is over
 
 
 def warn(line: str) -> None:
@@ -505,7 +499,7 @@ def train_locked(args, out: Path, config) -> int:
             run.evaluated = True
         if target != out:
             try:
-                with signals_held():
+                with interrupts_deferred():
                     replace_run(target, out)
                     run.replaced = True
             except OSError as error:

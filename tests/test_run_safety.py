@@ -451,3 +451,38 @@ def test_a_signal_during_a_checkpoint_save_is_raised_after_it():
             time.sleep(0.05)  # where the handler would have raised
             finished.append("saved")
     assert finished == ["saved"] and caught.value.signum == signal.SIGTERM
+
+
+def test_a_signal_during_the_move_of_a_finished_run_waits_for_it(tmp_path, monkeypatch, capsys):
+    """SIGTERM while --force moves its finished run into place: the move ends first (no half-moved run), then the
+    command ends as interrupted and says where the new run is."""
+    out = tmp_path / "run"
+    assert train(out) == 0
+    real_replace = cli.replace_run
+
+    def replace_and_get_a_sigterm(partial, target):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # where the handler would have raised
+        real_replace(partial, target)
+
+    monkeypatch.setattr(cli, "replace_run", replace_and_get_a_sigterm)
+    assert train(out, "--force", "--seed", "1", epochs=2) == 128 + signal.SIGTERM
+    line = one_line_error(capsys.readouterr().err)
+    assert line.startswith("interrupted (SIGTERM): ") and f"{out} holds the new run (2 epochs)" in line, line
+    assert epochs_in(out) == 2 and metrics_in(out)["epochs"] == 2 and not (tmp_path / "run.partial").exists()
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["config"]["seed"] == 1
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_a_signal_left_at_its_default_action_is_taken_after_the_block(name):
+    """Where nothing handles the signal (a library caller, no interrupt_signals), its default action (ending the
+    process) waits for the block too, instead of killing the process half-way through a save or a move."""
+    code = ("import os, signal\nfrom saae_lib import cli\n"
+            f"signal.signal(signal.{name}, signal.SIG_DFL)\n"
+            "with cli.interrupts_deferred():\n"
+            f"    os.kill(os.getpid(), signal.{name})\n"
+            "    print('the block ended', flush=True)\n"
+            "print('after the block', flush=True)\n")
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert ended.returncode == -getattr(signal, name), ended.stderr
+    assert ended.stdout == "the block ended\n"
