@@ -113,8 +113,9 @@ class TrainConfig:
                                      default=(1000, 1000))
     lr: float | None = option("learning rate of the reconstruction and classification phases", POSITIVE)
     lr_schedule: str | None = option("constant; cosine: every learning rate decays to ~0 over the run's epochs; "
-                                     "step: x0.1 after a hundredth and again after a fifth of them (the paper's 50 "
-                                     "and 1000 of 5000) (default: the model's)", one_of(LR_SCHEDULES))
+                                     "step: x0.1 after a hundredth and again after a fifth of them (the paper's "
+                                     "schedule as recalled, not checked against its text) (default: the model's)",
+                                     one_of(LR_SCHEDULES))
     optimizer: str = option("adam (default), or momentum: SGD with momentum 0.9, the paper's kind of optimizer (set "
                             "lr and adversarial_lr for it, e.g. 0.1)", one_of(OPTIMIZERS), default="adam")
     precision: str = option("auto (default): bf16 where the hardware has it natively (CPUs with bf16 units; GPUs of "
@@ -234,11 +235,11 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
 
     "cosine" ends the adversarial game at rest instead of wherever its last swing was: 1 in the first epoch, then
     half a cosine down to 0.5 * (1 + cos(pi * (epochs - 1) / epochs)), about 1 % of the full rate for 15 epochs;
-    epochs beyond `epochs` keep that last rate. "step" is the paper's: x0.1 after the first 1 % of the epochs (at
-    least one epoch) and x0.1 again after 20 % (at least two)."""
+    epochs beyond `epochs` keep that last rate. "step", recalled as the paper's: x0.1 after the first 1 % of the
+    epochs (at least one epoch) and x0.1 again after 20 % (at least two)."""
     if schedule == "constant":
         return 1.0
-    if schedule == "step":  # the paper's cuts at epochs 50 and 1000 of its 5000, as fractions of the run
+    if schedule == "step":  # cuts recalled as the paper's (epochs 50 and 1000 of 5000; unchecked), as fractions
         return 0.1 ** ((epoch > max(1, round(0.01 * epochs))) + (epoch > max(2, round(0.2 * epochs))))
     return 0.5 * (1 + math.cos(math.pi * (min(epoch, epochs) - 1) / epochs))
 
